@@ -1,0 +1,277 @@
+"""The ``tmd`` command: run, energy, plugins, schema.
+
+User errors print one clear message and exit with code 2 (bad input) or 1 (a run
+that failed); no traceback. Set ``TORCHMD_CORE_DEBUG=1`` to see tracebacks of
+unexpected internal errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torchmd_core.errors import ConfigError, OutputExistsError, TorchMDError
+
+__all__ = ["main"]
+
+DEBUG_ENV = "TORCHMD_CORE_DEBUG"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as exit code 2 with a short hint."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from torchmd_core import __version__
+
+    parser = _Parser(
+        prog="tmd",
+        description="torchmd-core: differentiable molecular dynamics on PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"tmd (torchmd-core) {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a simulation from a YAML config")
+    run.add_argument("config", type=Path, metavar="CONFIG", help="YAML configuration file")
+    run.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a checkpoint to the config's steps")
+    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    energy = sub.add_parser(
+        "energy",
+        help="print the energy terms (and forces) of one structure",
+        description="Evaluate every energy term of a structure, flexible (no constraints). "
+        "Without --cutoff: all pairs, non-periodic. With --cutoff and a box (from the "
+        "coordinates or --box): periodic reaction field; without a box: non-periodic "
+        "reaction field.",
+    )
+    energy.add_argument("topology", type=Path, metavar="TOPOLOGY")
+    energy.add_argument("coordinates", type=Path, metavar="COORDINATES")
+    energy.add_argument("--parameters", type=Path, action="append", default=[], metavar="FILE",
+                        help="force-field parameter file (repeatable)")
+    energy.add_argument("--box", type=float, nargs="+", metavar="X",
+                        help="box lengths A B C (Å) [and angles ALPHA BETA GAMMA (°)]")
+    energy.add_argument("--cutoff", type=float, metavar="ANGSTROM")
+    energy.add_argument("--switch-distance", type=float, metavar="ANGSTROM")
+    energy.add_argument("--reaction-field-dielectric", type=float, default=78.3, metavar="EPS")
+    energy.add_argument("--no-dispersion-correction", action="store_true")
+    energy.add_argument("--precision", choices=["float32", "float64", "double"], default="float64")
+    energy.add_argument("--device", default="cpu", metavar="DEV")
+    energy.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    energy.add_argument("--forces", type=Path, metavar="FILE.npy", help="write (n_atoms, 3) float64 forces, kcal/mol/Å")
+    energy.add_argument("--overwrite", action="store_true", help="replace an existing --forces file")
+    energy.set_defaults(func=_cmd_energy)
+
+    plugins = sub.add_parser("plugins", help="list installed components by role")
+    plugins.add_argument("--check", action="store_true", help="import and validate every plugin; exit 1 on problems")
+    plugins.set_defaults(func=_cmd_plugins)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of configs (all installed kinds)")
+    schema.set_defaults(func=_cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TorchMDError as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("tmd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # the last line of defence: no raw traceback for users
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        print(
+            f"tmd: internal error: {type(err).__name__}: {err}\n"
+            f"This is a bug in torchmd-core or a plugin; rerun with {DEBUG_ENV}=1 for the "
+            "traceback and report it.",
+            file=sys.stderr,
+        )
+        return 1
+
+
+# -- run ------------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from torchmd_core.runner import run_config
+
+    return run_config(args.config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+
+
+# -- energy ---------------------------------------------------------------------------------
+
+
+def _cmd_energy(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from torchmd_core.builder import load_system, resolve_device, resolve_dtype
+    from torchmd_core.config import SystemConfig
+    from torchmd_core.plugins import default_registry
+    from torchmd_core.potential import PotentialSum
+    from torchmd_core.state import State
+
+    if args.box is not None and len(args.box) not in (3, 6):
+        raise ConfigError("--box: give 3 lengths (Å) or 3 lengths and 3 angles (°)")
+    if args.switch_distance is not None and args.cutoff is None:
+        raise ConfigError("--switch-distance needs --cutoff")
+    if args.forces is not None and args.forces.exists() and not args.overwrite:
+        raise OutputExistsError(f"forces file '{args.forces}' exists already; remove it, choose another name or pass --overwrite")
+    registry = default_registry()
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.precision)
+    system_cfg = _validated(SystemConfig, dict(topology=args.topology, coordinates=args.coordinates,
+                                               parameters=tuple(args.parameters),
+                                               box=None if args.box is None else tuple(args.box)), _ENERGY_FLAGS)
+    system, coords = load_system(system_cfg, registry)
+    periodic = args.cutoff is not None and coords.box is not None
+    nonbonded: dict[str, Any] = {"kind": "nonbonded"}
+    if args.cutoff is not None:
+        nonbonded.update(cutoff=args.cutoff, reaction_field_dielectric=args.reaction_field_dielectric,
+                         dispersion_correction=not args.no_dispersion_correction)
+        if args.switch_distance is not None:
+            nonbonded["switch_distance"] = args.switch_distance
+    terms = []
+    for raw in ({"kind": "amber"}, nonbonded):
+        cls = registry.get("potentials", raw["kind"])
+        cfg = _validated(cls.Config, raw, _ENERGY_FLAGS)
+        terms.append(cls(cfg, system))
+    potential = PotentialSum(terms, system=system).to(device=device, dtype=dtype)
+    state = State.from_coordinates(coords.positions, coords.box if periodic else None, dtype=dtype, device=device)
+    if periodic:
+        from torchmd_core.geometry import min_box_width
+
+        half = 0.5 * float(min_box_width(state.box)[0])  # type: ignore[arg-type]
+        if args.cutoff > half:
+            raise ConfigError(f"--cutoff {args.cutoff} Å is more than half the smallest box width ({half:.3f} Å)")
+    with torch.no_grad():
+        values = potential.energy_terms(state)
+        _, forces = potential.energy_and_forces(state) if args.forces is not None else (None, None)
+    table = {name: float(v[0]) for name, v in values.items()}
+    total = float(sum(table.values()))
+    if args.forces is not None:
+        assert forces is not None
+        args.forces.parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.forces, forces[0].detach().cpu().to(torch.float64).numpy())
+    if args.json:
+        print(json.dumps({"total": total, "terms": table, "n_atoms": system.n_atoms}))
+    else:
+        width = max(len(n) for n in [*table, "total"])
+        mode = "no cutoff" if args.cutoff is None else (
+            f"reaction field, cutoff {args.cutoff} Å, {'periodic' if periodic else 'non-periodic'}")
+        print(f"{system.n_atoms} atoms; {mode}; {args.precision}")
+        for name, value in table.items():
+            print(f"  {name:<{width}}  {value:>18.6f} kcal/mol")
+        print(f"  {'total':<{width}}  {total:>18.6f} kcal/mol")
+    return 0
+
+
+_ENERGY_FLAGS = {
+    "cutoff": "--cutoff",
+    "switch_distance": "--switch-distance",
+    "reaction_field_dielectric": "--reaction-field-dielectric",
+    "box": "--box",
+    "topology": "TOPOLOGY",
+    "coordinates": "COORDINATES",
+    "parameters": "--parameters",
+}
+
+
+def _validated(model: Any, data: dict[str, Any], flags: dict[str, str]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors(include_url=False):
+            field = str(e["loc"][0]) if e["loc"] else ""
+            msg = str(e["msg"]).removeprefix("Value error, ")
+            problems.append(f"{flags.get(field, field)}: {msg[:1].lower() + msg[1:]}")
+        raise ConfigError(problems) from None
+
+
+# -- plugins and schema -------------------------------------------------------------------------
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from torchmd_core.plugins import default_registry
+
+    registry = default_registry()
+    rows = [(r.role, r.kind, r.plugin, f"{r.distribution} {r.version}".strip(), r.description)
+            for r in registry]
+    problems = [str(p) for p in registry.problems]
+    if args.check:
+        problems.extend(_check_plugins(registry))
+    headers = ("role", "kind", "plugin", "distribution", "description")
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    widths[-1] = 0
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+    if problems:
+        print(f"\n{len(problems)} plugin problem{'s' if len(problems) > 1 else ''}:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1 if args.check else 0
+    if args.check:
+        print(f"\nall {len(registry.plugins)} plugins loaded; {len(rows)} components checked")
+    return 0
+
+
+def _check_plugins(registry: Any) -> list[str]:
+    """Validate what each registered class declares (defaults, schema, extensions)."""
+    from pydantic import ValidationError
+
+    from torchmd_core.config import config_schema
+
+    problems = []
+    for r in registry:
+        fields = r.cls.Config.model_fields
+        missing_units = [n for n, f in fields.items() if n != "kind" and not f.description]
+        if missing_units:
+            problems.append(f"{r.role[:-1]} '{r.kind}' ({r.distribution}): config fields without a description: {', '.join(missing_units)}")
+        required = [n for n, f in fields.items() if f.is_required()]
+        if not required:
+            try:
+                r.cls.Config()
+            except ValidationError as err:
+                problems.append(f"{r.role[:-1]} '{r.kind}' ({r.distribution}): default config is invalid: {err}")
+        if r.role == "loaders" and not getattr(r.cls, "extensions", ()):
+            problems.append(f"loader '{r.kind}' ({r.distribution}) declares no file extensions")
+    try:
+        config_schema(registry)
+    except Exception as err:  # a plugin config that breaks schema generation
+        problems.append(f"the JSON schema of all installed kinds cannot be built: {err}")
+    return problems
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from torchmd_core.config import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

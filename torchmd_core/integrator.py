@@ -1,0 +1,116 @@
+"""The ``Integrator`` role: advances a state by one timestep.
+
+An integrator owns one seeded :class:`torch.Generator` per replica, so replica ``r``
+of a run with seed ``s`` follows the same random stream as a one-replica run with seed
+``s + r``; batched and one-by-one runs give the same trajectories. The generators'
+states are part of :meth:`Integrator.state_dict`, which checkpoints store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from torchmd_core.component import Component, ComponentConfig
+from torchmd_core.potential import Potential
+from torchmd_core.state import State
+from torchmd_core.system import System
+
+__all__ = ["Integrator", "IntegratorConfig", "replica_generators"]
+
+
+class IntegratorConfig(ComponentConfig):
+    """Base of integrator configurations."""
+
+    timestep_fs: float = Field(gt=0.0, le=10.0, description="Integration timestep, fs.")
+
+
+class Integrator(Component, ABC):
+    """Advances ``R`` replicas by one step: ``step(state, potential) -> state``.
+
+    Subclasses implement :meth:`step`; those that draw random numbers use
+    :attr:`generators` (one per replica, made by :meth:`seed`) and keep every other
+    piece of evolving state in :meth:`state_dict`.
+    """
+
+    Config: ClassVar[type[ComponentConfig]] = IntegratorConfig
+
+    def __init__(self, config: ComponentConfig, system: System) -> None:
+        self.config = config
+        self.system = system
+        self.generators: list[torch.Generator] = []
+        self._seed = 0
+
+    @property
+    def timestep_fs(self) -> float:
+        return float(getattr(self.config, "timestep_fs"))
+
+    @property
+    def timestep_ps(self) -> float:
+        return self.timestep_fs * 1.0e-3
+
+    @property
+    def temperature_K(self) -> float | None:
+        """The bath temperature for thermostatted integrators, None for NVE."""
+        value = getattr(self.config, "temperature_K", None)
+        return None if value is None else float(value)
+
+    @property
+    def removes_com_motion(self) -> bool:
+        """Whether centre-of-mass motion is removed (it changes the degrees of freedom)."""
+        return bool(getattr(self.config, "remove_com_motion", False))
+
+    def seed(self, seed: int, n_replicas: int, device: torch.device | str = "cpu") -> None:
+        """Create the per-replica generators: replica ``r`` is seeded ``seed + r``."""
+        self._seed = int(seed)
+        self.generators = replica_generators(seed, n_replicas, device)
+
+    def setup(self, state: State, potential: Potential) -> State:
+        """Called once before the first step of a run (e.g. to apply constraints).
+
+        The default returns ``state`` unchanged.
+        """
+        return state
+
+    @abstractmethod
+    def step(self, state: State, potential: Potential) -> State:
+        """The state one timestep later (``step`` + 1, ``time_ps`` + dt)."""
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Integrator:
+        """Move internal tensors; the default has none. Returns ``self``."""
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the random streams exactly."""
+        return {"seed": self._seed, "generators": [g.get_state() for g in self.generators]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if len(state["generators"]) != len(self.generators):
+            raise ValueError(
+                f"checkpoint holds {len(state['generators'])} random streams, "
+                f"this run has {len(self.generators)} replicas"
+            )
+        self._seed = int(state["seed"])
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)
+
+
+def replica_generators(seed: int, n_replicas: int, device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per replica, replica ``r`` seeded with ``seed + r``."""
+    gens = []
+    for r in range(n_replicas):
+        g = torch.Generator(device=device)
+        g.manual_seed(int(seed) + r)
+        gens.append(g)
+    return gens
+
+
+def replica_normal(generators: list[torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """(R, *shape) standard normal numbers, replica r drawn from ``generators[r]``."""
+    return torch.stack(
+        [torch.randn(shape, generator=g, device=like.device, dtype=like.dtype) for g in generators]
+    )

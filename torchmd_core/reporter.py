@@ -1,0 +1,139 @@
+"""The ``Reporter`` role: writes observations every ``interval`` steps.
+
+A reporter declares what it :attr:`~Reporter.needs` (energy terms, forces...); the run
+loop computes each requested quantity once per reporting step, for all due reporters
+together, and hands them a :class:`Frame`. Reporters are opened before the first
+step (told whether they append to a resumed run) and closed after the last, also when
+the run fails.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from torch import Tensor
+
+from torchmd_core.component import Component, ComponentConfig
+from torchmd_core.state import State
+from torchmd_core.system import System
+
+__all__ = ["QUANTITIES", "Frame", "Reporter", "ReporterConfig", "RunInfo"]
+
+#: Quantities a reporter may declare in :attr:`Reporter.needs`. Potential energy,
+#: kinetic energy, temperature, volume and density are always in a :class:`Frame`.
+QUANTITIES = frozenset({"energy_terms", "forces"})
+
+
+class ReporterConfig(ComponentConfig):
+    """Base of reporter configurations."""
+
+    interval: int = Field(1000, gt=0, description="Steps between reports.")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a reporter learns when it is opened.
+
+    Attributes:
+        system: the simulated system.
+        n_replicas: R.
+        term_names: names of the energy terms, in order.
+        timestep_fs: integration timestep, fs (0 for minimisation-only runs).
+        periodic: whether the system has a box.
+        start_step: first step of this run segment.
+        total_steps: the step the run will end at.
+        resume: True when continuing a checkpoint: append to existing files.
+        overwrite: True when the user allowed replacing existing files.
+    """
+
+    system: System
+    n_replicas: int
+    term_names: tuple[str, ...]
+    timestep_fs: float
+    periodic: bool
+    start_step: int = 0
+    total_steps: int = 0
+    resume: bool = False
+    overwrite: bool = False
+    header: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One reporting step's observations (all per replica).
+
+    Attributes:
+        state: the state at this step.
+        potential_energy: (R,) kcal/mol.
+        kinetic_energy: (R,) kcal/mol.
+        temperature_K: (R,) instantaneous temperature from the degrees of freedom.
+        volume_A3: (R,) Å³, None without a box.
+        density_g_cm3: (R,) g/cm³, None without a box.
+        energy_terms: name → (R,) kcal/mol, when some reporter needs them.
+        forces: (R, N, 3) kcal/mol/Å, when some reporter needs them.
+        speed_ns_day: simulation speed since the previous report, or None.
+    """
+
+    state: State
+    potential_energy: Tensor
+    kinetic_energy: Tensor
+    temperature_K: Tensor
+    volume_A3: Tensor | None = None
+    density_g_cm3: Tensor | None = None
+    energy_terms: dict[str, Tensor] | None = None
+    forces: Tensor | None = None
+    speed_ns_day: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def time_ps(self) -> float:
+        return self.state.time_ps
+
+
+class Reporter(Component, ABC):
+    """Writes a :class:`Frame` every :attr:`interval` steps (and at step 0)."""
+
+    Config: ClassVar[type[ComponentConfig]] = ReporterConfig
+    #: Quantities beyond the defaults this reporter reads (see :data:`QUANTITIES`).
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, config: ComponentConfig, system: System) -> None:
+        self.config = config
+        self.system = system
+
+    @property
+    def interval(self) -> int:
+        return int(getattr(self.config, "interval"))
+
+    def outputs(self) -> tuple[Path, ...]:
+        """Files this reporter writes (checked before a run so nothing is overwritten)."""
+        path = getattr(self.config, "file", None)
+        return (Path(path),) if path is not None else ()
+
+    def open(self, run: RunInfo) -> None:
+        """Prepare outputs; with ``run.resume`` append to what a previous segment wrote."""
+
+    @abstractmethod
+    def report(self, frame: Frame) -> None:
+        """Record one frame."""
+
+    def flush(self) -> None:
+        """Push buffered output to disk (called before checkpoints and on failure)."""
+
+    def close(self) -> None:
+        """Release files; called once, also after a failed run."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must remember to resume this reporter exactly."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (before :meth:`open` with resume)."""

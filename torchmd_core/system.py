@@ -1,0 +1,387 @@
+"""The parameterised system: atoms, topology and force-field parameters.
+
+A :class:`System` is what a topology loader produces and what potentials read. It
+holds no positions (those are in :class:`~torchmd_core.state.State`). All tensors are
+stored on the CPU in float64 (indices in int64); potentials copy what they need into
+their own buffers and follow ``.to(device, dtype)``.
+
+Bonded parameters live in :attr:`System.terms`, one :class:`ParameterTable` per term.
+Parameters are stored *per type* (rows of ``values``) and each interaction points at
+its type (``types``), so a force-field type shared by many interactions is one
+parameter (this is what makes fitting parameters meaningful). The conventions every
+loader and potential follow (units: kcal/mol, Å, radians):
+
+==================== ===== ================================= =================================
+term                 atoms values                            energy
+==================== ===== ================================= =================================
+``bonds``            2     ``k`` kcal/mol/Å², ``r0`` Å       k (r − r0)²
+``angles``           3     ``k`` kcal/mol/rad², ``theta0``   k (θ − θ0)²
+``urey_bradley``     2     ``k`` kcal/mol/Å², ``r0`` Å       k (r13 − r0)²  (atoms 1 and 3)
+``torsions``         4     ``k`` kcal/mol, ``phase`` rad,    k (1 + cos(n φ − phase))
+                           ``periodicity`` n (integer-valued)
+``impropers``        4     as ``torsions``                   as ``torsions`` (periodic improper)
+``harmonic_impropers`` 4   ``k`` kcal/mol/rad², ``psi0``     k (ψ − ψ0)², ψ − ψ0 wrapped to (−π, π]
+``cmap``             8     ``grid`` (n_maps, G, G) kcal/mol  bicubic in (φ of atoms 0-3,
+                                                             ψ of atoms 4-7); grid[m, i, j] at
+                                                             φ = −π + 2πi/G, ψ = −π + 2πj/G
+``pairs14``          2     ``charge_scale``, ``sigma`` Å,    4ε((σ/r)¹² − (σ/r)⁶)
+                           ``epsilon`` kcal/mol              + C · charge_scale · q_i q_j / r
+==================== ===== ================================= =================================
+
+Non-bonded parameters are in :attr:`System.nonbonded` (:class:`NonbondedParameters`)
+and :attr:`System.charges`; :attr:`System.exclusions` lists every pair left out of the
+normal non-bonded sum (1-2, 1-3 and the 1-4 pairs that ``pairs14`` handles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from torchmd_core.errors import TopologyError
+
+if TYPE_CHECKING:
+    import mdtraj
+
+__all__ = [
+    "BONDED_TERMS",
+    "Constraints",
+    "NonbondedParameters",
+    "ParameterTable",
+    "Residue",
+    "System",
+]
+
+#: The bonded term names, in the order reported. See the module docstring.
+BONDED_TERMS = (
+    "bonds",
+    "angles",
+    "urey_bradley",
+    "torsions",
+    "impropers",
+    "harmonic_impropers",
+    "cmap",
+    "pairs14",
+)
+
+_TERM_ATOMS = {
+    "bonds": 2,
+    "angles": 3,
+    "urey_bradley": 2,
+    "torsions": 4,
+    "impropers": 4,
+    "harmonic_impropers": 4,
+    "cmap": 8,
+    "pairs14": 2,
+}
+
+
+@dataclass(frozen=True)
+class ParameterTable:
+    """Interactions of one bonded term and their per-type parameters.
+
+    Attributes:
+        atoms: (n, k) int64 atom indices of each interaction.
+        types: (n,) int64 row of ``values`` that holds each interaction's parameters.
+        values: parameter name → (n_types, ...) float64 tensor.
+        type_names: optional human-readable name of each type (e.g. ``"CT-HC"``).
+    """
+
+    atoms: Tensor
+    types: Tensor
+    values: dict[str, Tensor]
+    type_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.atoms.dim() != 2 or self.types.shape != (self.atoms.shape[0],):
+            raise ValueError(
+                f"atoms must be (n, k) and types (n,), got {tuple(self.atoms.shape)} "
+                f"and {tuple(self.types.shape)}"
+            )
+        n_types = {int(v.shape[0]) for v in self.values.values()}
+        if len(n_types) > 1:
+            raise ValueError(f"parameter tables disagree on the number of types: {n_types}")
+        if self.types.numel() and n_types and int(self.types.max()) >= n_types.pop():
+            raise ValueError("a type index points past the end of the parameter table")
+
+    def __len__(self) -> int:
+        return int(self.atoms.shape[0])
+
+    @classmethod
+    def per_interaction(
+        cls, atoms: Tensor | Sequence[Sequence[int]], **values: Tensor | Sequence[float]
+    ) -> ParameterTable:
+        """A table where every interaction is its own type."""
+        idx = torch.as_tensor(atoms, dtype=torch.int64)
+        if idx.dim() == 1:
+            idx = idx.reshape(0, 0) if idx.numel() == 0 else idx.unsqueeze(0)
+        vals = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in values.items()}
+        return cls(atoms=idx, types=torch.arange(len(idx)), values=vals)
+
+    def parameters_per_interaction(self) -> dict[str, Tensor]:
+        """Each parameter gathered for every interaction: name → (n, ...)."""
+        return {k: v[self.types] for k, v in self.values.items()}
+
+    def subset(self, keep: Tensor) -> ParameterTable:
+        """The interactions where ``keep`` (n,) is true, sharing the same type table."""
+        return ParameterTable(self.atoms[keep], self.types[keep], self.values, self.type_names)
+
+
+@dataclass(frozen=True)
+class NonbondedParameters:
+    """Lennard-Jones types and optional pair tables.
+
+    The LJ energy of a pair of types (a, b) is c12/r¹² − c6/r⁶. By default c12 and c6
+    follow the Lorentz-Berthelot rules from per-type σ and ε: σ_ab = (σ_a + σ_b)/2,
+    ε_ab = √(ε_a ε_b), c12 = 4 ε σ¹², c6 = 4 ε σ⁶. Where ``pair_mask[a, b]`` is true,
+    ``pair_c12``/``pair_c6`` give the pair's coefficients instead (CHARMM NBFIX, AMBER
+    modified pair tables such as ff14ipq).
+
+    Attributes:
+        lj_types: (N,) int64 LJ type of each atom.
+        sigma: (T,) Å.
+        epsilon: (T,) kcal/mol.
+        type_names: name of each LJ type.
+        pair_mask: (T, T) bool, symmetric, or None when no pair is overridden.
+        pair_c12: (T, T) kcal/mol·Å¹², used where ``pair_mask``.
+        pair_c6: (T, T) kcal/mol·Å⁶, used where ``pair_mask``.
+    """
+
+    lj_types: Tensor
+    sigma: Tensor
+    epsilon: Tensor
+    type_names: tuple[str, ...] = ()
+    pair_mask: Tensor | None = None
+    pair_c12: Tensor | None = None
+    pair_c6: Tensor | None = None
+
+    @property
+    def n_types(self) -> int:
+        return int(self.sigma.shape[0])
+
+    def lj_tables(
+        self, sigma: Tensor | None = None, epsilon: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(c12, c6), each (T, T), from σ, ε (these, or the stored ones) and overrides."""
+        sigma = self.sigma if sigma is None else sigma
+        epsilon = self.epsilon if epsilon is None else epsilon
+        s = 0.5 * (sigma[:, None] + sigma[None, :])
+        e = torch.sqrt(epsilon[:, None] * epsilon[None, :])
+        s6 = s**6
+        c6 = 4.0 * e * s6
+        c12 = c6 * s6
+        if self.pair_mask is not None:
+            assert self.pair_c12 is not None and self.pair_c6 is not None
+            mask = self.pair_mask.to(c12.device)
+            c12 = torch.where(mask, self.pair_c12.to(c12), c12)
+            c6 = torch.where(mask, self.pair_c6.to(c6), c6)
+        return c12, c6
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Holonomic distance constraints.
+
+    Attributes:
+        pairs: (C, 2) int64 constrained atom pairs (not in rigid waters).
+        distances: (C,) Å.
+        waters: (W, 3) int64 (O, H1, H2) of rigid waters solved analytically (SETTLE).
+        water_distances: (d_OH, d_HH) in Å for ``waters``.
+    """
+
+    pairs: Tensor
+    distances: Tensor
+    waters: Tensor = field(default_factory=lambda: torch.zeros(0, 3, dtype=torch.int64))
+    water_distances: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def count(self) -> int:
+        """Number of independent constraints (3 per rigid water)."""
+        return int(self.pairs.shape[0]) + 3 * int(self.waters.shape[0])
+
+
+@dataclass(frozen=True)
+class Residue:
+    name: str
+    number: int
+    chain: str = "A"
+    segment: str = ""
+
+
+@dataclass(eq=False)
+class System:
+    """A parameterised molecular system of ``N`` atoms.
+
+    Attributes:
+        masses: (N,) amu.
+        charges: (N,) e.
+        atomic_numbers: (N,) int64 (0 for virtual sites / unknown).
+        atom_names: name of each atom ("CA").
+        atom_types: force-field type of each atom ("CT").
+        residue_index: (N,) int64 index into ``residues``.
+        residues: the residues.
+        bonds: (B, 2) int64, the bond graph (all chemical bonds, also in rigid waters).
+        exclusions: (E, 2) int64, i < j, pairs left out of the normal non-bonded sum.
+        terms: bonded parameter tables by term name (see module docstring).
+        nonbonded: LJ parameters, or None for a system without LJ.
+        constraints: holonomic constraints, or None.
+        box: (3, 3) Å default box from the topology file, or None.
+        metadata: free-form provenance (source files, force field names).
+    """
+
+    masses: Tensor
+    charges: Tensor
+    atomic_numbers: Tensor
+    atom_names: tuple[str, ...]
+    atom_types: tuple[str, ...]
+    residue_index: Tensor
+    residues: tuple[Residue, ...]
+    bonds: Tensor
+    exclusions: Tensor
+    terms: dict[str, ParameterTable] = field(default_factory=dict)
+    nonbonded: NonbondedParameters | None = None
+    constraints: Constraints | None = None
+    box: Tensor | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.n_atoms
+        for name in ("charges", "atomic_numbers", "residue_index"):
+            if getattr(self, name).shape != (n,):
+                raise TopologyError(
+                    f"System.{name} has shape {tuple(getattr(self, name).shape)}, "
+                    f"expected ({n},) to match the {n} masses"
+                )
+        for name in ("atom_names", "atom_types"):
+            if len(getattr(self, name)) != n:
+                raise TopologyError(f"System.{name} has {len(getattr(self, name))} entries, expected {n}")
+        for name, table in self.terms.items():
+            want = _TERM_ATOMS.get(name)
+            if want is not None and len(table) and table.atoms.shape[1] != want:
+                raise TopologyError(
+                    f"term '{name}' needs {want} atoms per interaction, "
+                    f"got {table.atoms.shape[1]}"
+                )
+            if len(table) and (int(table.atoms.max()) >= n or int(table.atoms.min()) < 0):
+                raise TopologyError(f"term '{name}' refers to atoms outside 0..{n - 1}")
+
+    # -- sizes and derived data ------------------------------------------------------------
+    @property
+    def n_atoms(self) -> int:
+        return int(self.masses.shape[0])
+
+    @cached_property
+    def molecules(self) -> Tensor:
+        """(N,) int64 molecule index of each atom: connected components of ``bonds``."""
+        return connected_components(self.n_atoms, self.bonds)
+
+    @property
+    def n_molecules(self) -> int:
+        return int(self.molecules.max()) + 1 if self.n_atoms else 0
+
+    def degrees_of_freedom(self, remove_com_motion: bool = False) -> int:
+        """3N minus constraints, minus 3 when centre-of-mass motion is removed.
+
+        Massless atoms (virtual sites) carry no degrees of freedom.
+        """
+        dof = 3 * int((self.masses > 0).sum())
+        if self.constraints is not None:
+            dof -= self.constraints.count
+        if remove_com_motion:
+            dof -= 3
+        return dof
+
+    def total_mass(self) -> float:
+        return float(self.masses.sum())
+
+    # -- selections ----------------------------------------------------------------------------
+    @cached_property
+    def topology(self) -> mdtraj.Topology:
+        """An mdtraj topology of this system (for selections and trajectory writers)."""
+        return to_mdtraj_topology(self)
+
+    def select(self, selection: str | Sequence[int] | Tensor) -> Tensor:
+        """Atom indices from a list of indices or an mdtraj selection string.
+
+        Raises:
+            TopologyError: the selection is invalid, empty or out of range.
+        """
+        if isinstance(selection, str):
+            try:
+                idx = self.topology.select(selection)
+            except Exception as err:  # mdtraj raises ValueError and its own parse errors
+                raise TopologyError(
+                    f"invalid atom selection {selection!r}: {err}. See the mdtraj "
+                    "selection syntax (e.g. 'resname ALA and name CA', 'index 0 to 9')."
+                ) from None
+            result = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        else:
+            result = torch.as_tensor(selection, dtype=torch.int64).reshape(-1)
+        if result.numel() == 0:
+            raise TopologyError(f"atom selection {selection!r} matches no atom")
+        if int(result.min()) < 0 or int(result.max()) >= self.n_atoms:
+            raise TopologyError(
+                f"atom selection refers to atoms outside 0..{self.n_atoms - 1}"
+            )
+        return result
+
+    def summary(self) -> str:
+        """One line describing the system."""
+        terms = ", ".join(f"{k} {len(v)}" for k, v in self.terms.items() if len(v))
+        return (
+            f"{self.n_atoms} atoms, {len(self.residues)} residues, "
+            f"{self.n_molecules} molecules; {terms or 'no bonded terms'}"
+        )
+
+
+def connected_components(n_atoms: int, bonds: Tensor) -> Tensor:
+    """(N,) component index of each node of an undirected graph, numbered by first atom."""
+    parent = np.arange(n_atoms)
+
+    def find(a: int) -> int:
+        root = a
+        while parent[root] != root:
+            root = parent[root]
+        while parent[a] != root:
+            parent[a], a = root, parent[a]
+        return root
+
+    for i, j in bonds.tolist():
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([find(a) for a in range(n_atoms)], dtype=np.int64)
+    _, labels = np.unique(roots, return_inverse=True)
+    return torch.as_tensor(labels, dtype=torch.int64)
+
+
+def to_mdtraj_topology(system: System) -> mdtraj.Topology:
+    """Build an mdtraj topology (chains, residues, atoms with elements, bonds)."""
+    import mdtraj
+    from mdtraj.core import element as md_element
+
+    top = mdtraj.Topology()
+    chains: dict[str, Any] = {}
+    md_residues: list[Any] = []
+    for res in system.residues:
+        chain = chains.get(res.chain)
+        if chain is None:
+            chain = chains[res.chain] = top.add_chain()
+        md_residues.append(top.add_residue(res.name, chain, resSeq=res.number, segment_id=res.segment))
+    for i in range(system.n_atoms):
+        z = int(system.atomic_numbers[i])
+        try:
+            elem = md_element.Element.getByAtomicNumber(z) if z > 0 else md_element.virtual
+        except KeyError:
+            elem = md_element.virtual
+        top.add_atom(system.atom_names[i], elem, md_residues[int(system.residue_index[i])])
+    atoms = list(top.atoms)
+    for i, j in system.bonds.tolist():
+        top.add_bond(atoms[i], atoms[j])
+    return top
