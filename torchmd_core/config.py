@@ -239,7 +239,7 @@ def parse_config(
     except ValidationError as err:
         problems.extend(_problems_from(err, (), SimulationConfig))
     if problems:
-        raise ConfigError(_format_problems(problems, lines, resolved), source=source)
+        raise ConfigError(_format_problems(problems, lines, data), source=source)
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
     hook_problems: list[str] = []
@@ -313,6 +313,8 @@ def _message(e: Mapping[str, Any], model: type[BaseModel]) -> str:
     ops = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in ops:
         bound = next(iter(ctx.values())) if ctx else "?"
+        if isinstance(bound, float):
+            bound = f"{bound:g}"
         return f"must be {ops[kind]} {bound}{shown}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')}{shown}"
@@ -379,7 +381,7 @@ def _path_text(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
             (i == 0 and not _COMPONENT_FIELDS[loc[0]][1]) or (i == 1 and _COMPONENT_FIELDS[loc[0]][1])
         )
         kind = _kind_of(node)
-        if is_component and kind is not None and i < len(loc) - 1:
+        if is_component and kind is not None and i < len(loc) - 1 and loc[i + 1] != "kind":
             text += f" (kind={kind!r})"
     return text or "(top level)"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -9,15 +10,19 @@ from pydantic import Field
 from torch import Tensor
 
 from torchmd_core import (
+    CoordinateLoader,
+    Coordinates,
     Frame,
     Integrator,
     IntegratorConfig,
+    LoaderConfig,
     Potential,
     PotentialConfig,
     Reporter,
     ReporterConfig,
     State,
     System,
+    TopologyLoader,
     hookimpl,
     replica_normal,
     units,
@@ -130,6 +135,65 @@ class MemoryReporter(Reporter):
 
     def close(self) -> None:
         self.closed += 1
+
+
+class ToyTopologyLoader(TopologyLoader):
+    """Reads ``{"n_atoms": N, "seed": s}`` JSON into torchmd_core.testing.toy_system."""
+
+    extensions = ("toytop",)
+
+    class Config(LoaderConfig):
+        kind: Literal["toy.top"] = "toy.top"
+
+    def load_topology(self, path: Any, parameters: Any = ()) -> System:
+        import json
+
+        from torchmd_core.testing import toy_system
+
+        data = json.loads(Path(path).read_text())
+        return toy_system(int(data["n_atoms"]), seed=int(data.get("seed", 0)))
+
+
+class ToyCoordinateLoader(CoordinateLoader):
+    """Reads ``{"positions": [[x, y, z], ...], "box": [a, b, c] | null}`` JSON."""
+
+    extensions = ("toycrd",)
+
+    class Config(LoaderConfig):
+        kind: Literal["toy.crd"] = "toy.crd"
+
+    def load_coordinates(self, path: Any, system: Any = None) -> Coordinates:
+        import json
+
+        from torchmd_core.geometry import box_from_lengths_angles
+
+        data = json.loads(Path(path).read_text())
+        box = data.get("box")
+        return Coordinates(
+            positions=torch.tensor(data["positions"], dtype=torch.float64),
+            box=None if box is None else box_from_lengths_angles(*box),
+        )
+
+
+def write_toy_inputs(folder: Path, n_atoms: int = 12, box: float | None = 14.0, seed: int = 0) -> tuple[Path, Path]:
+    """Write a toy topology and coordinates (a zig-zag chain) into ``folder``."""
+    import json
+
+    from torchmd_core.testing import random_state, toy_system
+
+    system = toy_system(n_atoms, seed=seed)
+    state = random_state(system, 1, seed=seed, temperature_K=None)
+    top = folder / "toy.toytop"
+    crd = folder / "toy.toycrd"
+    top.write_text(json.dumps({"n_atoms": n_atoms, "seed": seed}))
+    crd.write_text(json.dumps({"positions": state.positions[0].tolist(), "box": None if box is None else [box] * 3}))
+    return top, crd
+
+
+@hookimpl
+def torchmd_core_register_loaders(register: Any) -> None:
+    register(ToyTopologyLoader)
+    register(ToyCoordinateLoader)
 
 
 @hookimpl
