@@ -92,24 +92,27 @@ def test_third_party_package_is_discovered_and_listed(installed_plugin, capsys):
     assert "thirdparty.spring" in out and "tmd-spring 0.1.0" in out
 
 
-def test_third_party_kind_is_usable_from_a_config(installed_plugin, toy_registry):
-    from torchmd_core.testing import random_state, toy_system
-
-    reg = discover(distributions=["tmd-spring"])
+def test_third_party_kind_is_usable_from_a_config(installed_plugin, tmp_path):
+    """Discovered through its entry point, the third-party kind runs in a simulation."""
     from tests.core import toys
+    from torchmd_core import Simulation
 
-    reg.register_plugin(toys, name="toys")
-    cfg = parse_config(
-        {"system": {"topology": "x.prmtop", "coordinates": "x.pdb"},
-         "potentials": [{"kind": "thirdparty.spring", "k": 2.0}],
-         "integrator": {"kind": "toy.verlet"}, "steps": 1},
-        registry=reg,
-    )
-    cls = reg.get("potentials", cfg.potentials[0].kind)
-    system = toy_system(6)
-    pot = cls(cfg.potentials[0], system)
-    state = random_state(system, 1)
-    assert float(pot.energy(state)[0]) == pytest.approx(2.0 * float(state.positions.square().sum()))
+    top, crd = toys.write_toy_inputs(tmp_path)
+    with isolated_registry(distributions=["torchmd-core", "tmd-spring"], plugins=[toys]) as reg:
+        cfg = parse_config(
+            {"system": {"topology": str(top), "coordinates": str(crd)},
+             "potentials": [{"kind": "toy.bonds"}, {"kind": "thirdparty.spring", "k": 2.0}],
+             "integrator": {"kind": "toy.verlet"}, "reporters": [{"kind": "toy.memory", "interval": 5}],
+             "steps": 10},
+        )
+        sim = Simulation.from_config(cfg)
+        start = sim.state.positions.clone()
+        terms = sim.potential.energy_terms(sim.state)
+        assert float(terms["thirdparty.spring"][0]) == pytest.approx(2.0 * float(start.square().sum()), rel=1e-5)
+        sim.run(10)
+    assert sim.state.step == 10
+    assert "thirdparty-spring 0.1" in sim.header  # its run_header hook fired
+    assert set(sim.reporters[0].frames[-1].energy_terms) == {"toy.bonds", "thirdparty.spring"}
 
 
 def test_disabling_a_distribution_by_environment(installed_plugin, monkeypatch):
