@@ -26,8 +26,12 @@ BOHR_TO_ANGSTROM = 0.529177210903
 BOLTZMANN_KCAL_MOL_K = 8.31446261815324e-3 * KJ_TO_KCAL
 AVOGADRO = 6.02214076e23
 
-#: Coulomb constant 1/(4πε0) in kcal/mol·Å/e², as OpenMM's ONE_4PI_EPS0 (138.935456 kJ/mol·nm).
-COULOMB_KCAL_MOL_A = 138.935456 * KJ_TO_KCAL * NM_TO_ANGSTROM
+#: Coulomb constant 1/(4πε0) in kcal/mol·Å/e² (332.0637133), computed exactly as OpenMM 8's
+#: ONE_4PI_EPS0 (138.93545764438198 kJ/mol·nm/e²) from CODATA 2018 ε0, e and N_A. The
+#: rounded 138.935456 differs by 1.2e-8 relative, visible in large electrostatic sums.
+_EPSILON0_E2_MOL_PER_KJ_NM = 1.0e-6 * 8.8541878128e-12 / (1.602176634e-19**2 * 6.02214076e23)
+ONE_4PI_EPS0_KJ_MOL_NM = 1.0 / (4.0 * math.pi * _EPSILON0_E2_MOL_PER_KJ_NM)
+COULOMB_KCAL_MOL_A = ONE_4PI_EPS0_KJ_MOL_NM * KJ_TO_KCAL * NM_TO_ANGSTROM
 
 #: Kinetic energy of 1 amu moving at 1 Å/ps, in kcal/mol: (1e-3 kg/mol)(100 m/s)² / 4184.
 AMU_A2_PS2_TO_KCAL_MOL = 10.0 / 4184.0
