@@ -9,8 +9,8 @@ What it does, system by system (folder names under tests/data/):
 - ``ala2_solv``, ``benzamidine``, ``ala3``, ``waterbox``: byte-for-byte copies of the
   shared files (checked by SHA-256 after copying).
 - ``ala2_vacuum``: the 22-atom ACE-ALA-NME solute of ``ala2_solv`` with the water
-  stripped (parmed ``strip``), written as a prmtop, plus a PDB with the solute
-  coordinates.
+  stripped (parmed ``strip``) and the now unused water LJ types dropped, written as a
+  prmtop, plus a PDB with the solute coordinates.
 - ``ala2_ljpair``: ``ala2_vacuum`` with the O–H Lennard-Jones pair (atom types ``O`` and
   ``H``) changed so it no longer follows the Lorentz–Berthelot rule (parmed
   ``changeLJPair``); OpenMM's AmberPrmtopFile then builds a tabulated
@@ -105,11 +105,45 @@ def build_ala2_vacuum() -> None:
     parm.coordinates = read_namd_coor(src / "input.coor")
     parm.strip(":WAT,HOH")  # noqa: B005 (parmed mask, not str.strip)
     parm.box = None
+    parm.remake_parm()
     assert len(parm.atoms) == 22, len(parm.atoms)
+    compress_lj_types(parm)
     out = DATA / "ala2_vacuum"
     out.mkdir(exist_ok=True)
-    parm.write_parm(str(out / "ala2_vacuum.prmtop"))
+    parmed.amber.AmberFormat.write_parm(parm, str(out / "ala2_vacuum.prmtop"))
     parm.save(str(out / "ala2_vacuum.pdb"), overwrite=True)
+    # Plain NonbondedForce LJ: no unused types left to look like modified pairs.
+    system = app.AmberPrmtopFile(str(out / "ala2_vacuum.prmtop")).createSystem()
+    assert not any(
+        isinstance(f, openmm.CustomNonbondedForce) for f in system.getForces()
+    )
+
+
+def compress_lj_types(parm) -> None:
+    """Drop the LJ types no atom uses, keeping every remaining A/B value as it was.
+
+    parmed's strip keeps the water types OW/HW in the LJ table; OpenMM's
+    AmberPrmtopFile takes any unused type for a modified (NBFIX-like) pair and would
+    switch to a tabulated CustomNonbondedForce, which is not what this case tests.
+    """
+    data = parm.parm_data
+    n_old = data["POINTERS"][1]
+    old_index = data["NONBONDED_PARM_INDEX"]
+    used = sorted(set(data["ATOM_TYPE_INDEX"]))
+    n = len(used)
+    acoef, bcoef, index = [0.0] * (n * (n + 1) // 2), [0.0] * (n * (n + 1) // 2), []
+    for i, old_i in enumerate(used, start=1):
+        for j, old_j in enumerate(used, start=1):
+            pos = max(i, j) * (max(i, j) - 1) // 2 + min(i, j)  # AMBER's packing
+            index.append(pos)
+            old = old_index[(old_i - 1) * n_old + old_j - 1]
+            acoef[pos - 1] = data["LENNARD_JONES_ACOEF"][old - 1]
+            bcoef[pos - 1] = data["LENNARD_JONES_BCOEF"][old - 1]
+    new_of = {old: new for new, old in enumerate(used, start=1)}
+    data["ATOM_TYPE_INDEX"] = [new_of[t] for t in data["ATOM_TYPE_INDEX"]]
+    data["NONBONDED_PARM_INDEX"] = index
+    data["LENNARD_JONES_ACOEF"], data["LENNARD_JONES_BCOEF"] = acoef, bcoef
+    data["POINTERS"][1] = n
 
 
 def change_lj_pair(prmtop_in: Path, prmtop_out: Path, pair: tuple) -> None:
@@ -166,7 +200,9 @@ def capped_peptide(forcefield: app.ForceField) -> app.Modeller:
     top.createStandardBonds()
     random.seed(20241124)  # Modeller places new hydrogens from random starting points
     modeller = app.Modeller(top, positions * unit.nanometer)
-    modeller.addHydrogens(forcefield)
+    modeller.addHydrogens(
+        forcefield, platform=openmm.Platform.getPlatformByName("Reference")
+    )
     return modeller
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -179,9 +180,9 @@ def read_namd_coor(path: Path) -> np.ndarray:
 
 def read_xsc_box(path: Path) -> np.ndarray:
     """Box rows a, b, c (Å) from a NAMD .xsc file (step a b c origin ...)."""
-    line = [
+    line = next(
         ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")
-    ][0]
+    )
     values = [float(v) for v in line.split()]
     return np.array(values[1:10]).reshape(3, 3)
 
@@ -417,10 +418,7 @@ def bond_graph(system: openmm.System, loader: str) -> set[tuple[int, int]]:
 
 def is_proper(quad: tuple[int, int, int, int], bonds: set[tuple[int, int]]) -> bool:
     """Proper when atoms 1-2, 2-3 and 3-4 are all bonded, otherwise improper."""
-    return all(
-        (min(a, b), max(a, b)) in bonds
-        for a, b in zip(quad[:-1], quad[1:], strict=True)
-    )
+    return all((min(a, b), max(a, b)) in bonds for a, b in itertools.pairwise(quad))
 
 
 def split_torsions(
@@ -609,6 +607,9 @@ def reference_from_built(built: Built, system_name: str, mode: Mode) -> dict:
         "reaction_field_dielectric": mode.reaction_field_dielectric,
         "dispersion_correction": mode.dispersion_correction,
         "terms": sorted(terms),
+        "lj_table": any(
+            isinstance(f, openmm.CustomNonbondedForce) for f in built.system.getForces()
+        ),
         "files": built.files,
         "loader": built.loader,
         "units": {
