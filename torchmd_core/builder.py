@@ -55,6 +55,8 @@ def load_system(config: SystemConfig, registry: Registry | None = None) -> tuple
         )
     if config.box is not None:
         coords = Coordinates(coords.positions, box_from_config(config.box), coords.velocities)
+    # The starting structure, for terms tied to it (position restraints' reference).
+    system.metadata["initial_coordinates"] = coords
     return system, coords
 
 
