@@ -129,11 +129,13 @@ def box_from_lengths_angles(
     a: float, b: float, c: float, alpha: float = 90.0, beta: float = 90.0, gamma: float = 90.0
 ) -> Tensor:
     """(3, 3) float64 box vectors (Å) in reduced form from lengths (Å) and angles (°)."""
-    al, be, ga = (math.radians(x) for x in (alpha, beta, gamma))
+    # Right angles give exact zeros (cos(radians(90)) is 6e-17, not 0).
+    ca, cb, cg = (0.0 if x == 90.0 else math.cos(math.radians(x)) for x in (alpha, beta, gamma))
+    sg = 1.0 if gamma == 90.0 else math.sin(math.radians(gamma))
     ax = a
-    bx, by = b * math.cos(ga), b * math.sin(ga)
-    cx = c * math.cos(be)
-    cy = c * (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
+    bx, by = b * cg, b * sg
+    cx = c * cb
+    cy = c * (ca - cb * cg) / sg
     cz = math.sqrt(max(c * c - cx * cx - cy * cy, 0.0))
     box = torch.tensor([[ax, 0.0, 0.0], [bx, by, 0.0], [cx, cy, cz]], dtype=torch.float64)
     return reduce_box(box)

@@ -1,0 +1,211 @@
+"""The ``amber`` potential: every bonded term of an AMBER/CHARMM-style force field.
+
+Terms (names as reported by :meth:`AmberBonded.energy_terms`): ``bonds``, ``angles``,
+``urey_bradley``, ``torsions``, ``impropers`` (periodic), ``harmonic_impropers``,
+``cmap``, ``lj14`` and ``coulomb14`` (the scaled 1-4 pairs). Parameters come from the
+:class:`~torchmd_core.ParameterTable` of each term in ``System.terms`` and stay per
+type: each term keeps its (n_types,) parameter buffers and gathers them for every
+interaction at evaluation, so a parameter made trainable is shared by all the
+interactions of its type.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from torchmd_core import ConfigError, ParameterTable, Potential, PotentialConfig, State, System
+from torchmd_core.units import COULOMB_KCAL_MOL_A
+from torchmd_plugins.amber import cmap, kernels
+
+__all__ = ["AmberBonded", "TERM_NAMES", "TermParameters"]
+
+#: The energy terms, in the order they are reported.
+TERM_NAMES = (
+    "bonds",
+    "angles",
+    "urey_bradley",
+    "torsions",
+    "impropers",
+    "harmonic_impropers",
+    "cmap",
+    "lj14",
+    "coulomb14",
+)
+
+TermName = Literal[
+    "bonds",
+    "angles",
+    "urey_bradley",
+    "torsions",
+    "impropers",
+    "harmonic_impropers",
+    "cmap",
+    "lj14",
+    "coulomb14",
+]
+
+# System term → the energy terms it provides.
+_PROVIDES = {
+    "bonds": ("bonds",),
+    "angles": ("angles",),
+    "urey_bradley": ("urey_bradley",),
+    "torsions": ("torsions",),
+    "impropers": ("impropers",),
+    "harmonic_impropers": ("harmonic_impropers",),
+    "cmap": ("cmap",),
+    "pairs14": ("lj14", "coulomb14"),
+}
+
+
+class TermParameters(nn.Module):
+    """One bonded term: interaction atoms, their types, and per-type parameter buffers.
+
+    Buffers: ``atoms`` (n, k) int64, ``types`` (n,) int64 and one (n_types, ...) float
+    buffer per parameter (``k``, ``r0``, ...). :meth:`gathered` returns each parameter
+    for every interaction.
+    """
+
+    def __init__(self, table: ParameterTable) -> None:
+        super().__init__()
+        self.register_buffer("atoms", table.atoms.clone())
+        self.register_buffer("types", table.types.clone())
+        self.parameter_names = tuple(table.values)
+        self.type_names = table.type_names
+        for name, value in table.values.items():
+            self.register_buffer(name, value.clone())
+
+    def __len__(self) -> int:
+        return int(self.atoms.shape[0])
+
+    def value(self, name: str) -> Tensor:
+        """The per-type tensor of one parameter (a buffer, or a Parameter once trainable)."""
+        tensor = getattr(self, name)
+        assert isinstance(tensor, Tensor)
+        return tensor
+
+    def gathered(self, name: str) -> Tensor:
+        """(n, ...) parameter ``name`` of each interaction."""
+        return self.value(name)[self.types]
+
+
+class AmberBonded(Potential):
+    """Bonded AMBER/CHARMM terms: bonds, angles, Urey-Bradley, torsions, impropers, CMAP, 1-4 pairs.
+
+    Energies (kcal/mol, Å, rad), as OpenMM evaluates them (see ``kernels.py``):
+    k(r − r0)², k(θ − θ0)², k(r13 − r0)², k(1 + cos(nφ − phase)) for torsions and
+    periodic impropers, k(ψ − ψ0)² for harmonic impropers, bicubic CMAP (``cmap.py``),
+    and for each 1-4 pair 4ε((σ/r)¹² − (σ/r)⁶) (``lj14``) plus C·s·q_i q_j / r
+    (``coulomb14``) with its own σ, ε and charge scale s, no cutoff. With a periodic
+    box every bonded vector is the minimum image.
+
+    Reads ``System.terms`` (``bonds``, ``angles``, ``urey_bradley``, ``torsions``,
+    ``impropers``, ``harmonic_impropers``, ``cmap``, ``pairs14``) and ``System.charges``.
+
+    References: Cornell et al., J. Am. Chem. Soc. 117, 5179 (1995); MacKerell et al.,
+    J. Phys. Chem. B 102, 3586 (1998).
+    """
+
+    class Config(PotentialConfig):
+        kind: Literal["amber"] = "amber"
+        terms: tuple[TermName, ...] | None = Field(
+            None,
+            min_length=1,
+            description="Energy terms to evaluate (default: every bonded term the "
+            "topology defines): bonds, angles, urey_bradley, torsions, impropers, "
+            "harmonic_impropers, cmap, lj14, coulomb14. Energies in kcal/mol.",
+        )
+
+    def __init__(self, config: Config | None = None, system: System | None = None) -> None:
+        config = config if config is not None else self.Config()
+        super().__init__(config, system)
+        if system is None:
+            raise ValueError("AmberBonded needs the System whose bonded terms it evaluates")
+        available = [
+            name
+            for table_name, provides in _PROVIDES.items()
+            if table_name in system.terms and len(system.terms[table_name])
+            for name in provides
+        ]
+        if config.terms is None:
+            selected = available
+        else:
+            missing = [t for t in config.terms if t not in available]
+            if missing:
+                raise ConfigError(
+                    f"terms: {', '.join(repr(t) for t in missing)} requested but the "
+                    f"topology defines no such interactions (it has: "
+                    f"{', '.join(available) or 'no bonded terms'})"
+                )
+            selected = [t for t in TERM_NAMES if t in config.terms]
+        self._selected = tuple(t for t in TERM_NAMES if t in selected)
+        self.tables = nn.ModuleDict()
+        for table_name, provides in _PROVIDES.items():
+            if any(t in self._selected for t in provides):
+                self.tables[table_name] = TermParameters(system.terms[table_name])
+        if "pairs14" in self.tables:
+            self.register_buffer("charges", system.charges.clone())
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        return self._selected
+
+    def energy(self, state: State) -> Tensor:
+        terms = self.energy_terms(state)
+        total = state.positions.new_zeros(state.n_replicas)
+        for value in terms.values():
+            total = total + value
+        return total
+
+    def energy_terms(self, state: State) -> dict[str, Tensor]:
+        pos, box = state.positions, state.box
+        out: dict[str, Tensor] = {}
+        for name in self._selected:
+            if name in ("lj14", "coulomb14"):
+                continue
+            out[name] = self._bonded_term(name, pos, box)
+        if "pairs14" in self.tables:
+            out.update(self._pairs14(pos, box))
+        return {name: out[name] for name in self._selected}
+
+    # -- the terms ---------------------------------------------------------------------------
+    def _table(self, name: str) -> TermParameters:
+        table = self.tables[name]
+        assert isinstance(table, TermParameters)
+        return table
+
+    def _bonded_term(self, name: str, pos: Tensor, box: Tensor | None) -> Tensor:
+        t = self._table(name)
+        if name in ("bonds", "urey_bradley"):
+            return kernels.harmonic_bond_energy(pos, t.atoms, t.gathered("k"), t.gathered("r0"), box)
+        if name == "angles":
+            return kernels.harmonic_angle_energy(
+                pos, t.atoms, t.gathered("k"), t.gathered("theta0"), box
+            )
+        if name in ("torsions", "impropers"):
+            return kernels.periodic_torsion_energy(
+                pos, t.atoms, t.gathered("k"), t.gathered("phase"), t.gathered("periodicity"), box
+            )
+        if name == "harmonic_impropers":
+            return kernels.harmonic_improper_energy(
+                pos, t.atoms, t.gathered("k"), t.gathered("psi0"), box
+            )
+        if name == "cmap":
+            coefficients = cmap.cmap_coefficients(t.value("grid"))
+            return cmap.cmap_energy(pos, t.atoms, t.types, coefficients, box)
+        raise AssertionError(f"unknown bonded term {name!r}")
+
+    def _pairs14(self, pos: Tensor, box: Tensor | None) -> dict[str, Tensor]:
+        t = self._table("pairs14")
+        r = kernels.pair_distances(pos, t.atoms, box)  # (R, n)
+        out = {}
+        if "lj14" in self._selected:
+            out["lj14"] = kernels.lj14_energy(r, t.gathered("sigma"), t.gathered("epsilon"))
+        if "coulomb14" in self._selected:
+            q = self.charges
+            qq = t.gathered("charge_scale") * q[t.atoms[:, 0]] * q[t.atoms[:, 1]]
+            out["coulomb14"] = kernels.coulomb14_energy(r, qq, COULOMB_KCAL_MOL_A)
+        return out
