@@ -240,30 +240,10 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _check_plugins(registry: Any) -> list[str]:
-    """Validate what each registered class declares (defaults, schema, extensions)."""
-    from pydantic import ValidationError
+    """Validate what each plugin and registered class declares (see plugin_checks)."""
+    from torchmd_core.plugin_checks import check_plugins
 
-    from torchmd_core.config import config_schema
-
-    problems = []
-    for r in registry:
-        fields = r.cls.Config.model_fields
-        missing_units = [n for n, f in fields.items() if n != "kind" and not f.description]
-        if missing_units:
-            problems.append(f"{r.role[:-1]} '{r.kind}' ({r.distribution}): config fields without a description: {', '.join(missing_units)}")
-        required = [n for n, f in fields.items() if f.is_required()]
-        if not required:
-            try:
-                r.cls.Config()
-            except ValidationError as err:
-                problems.append(f"{r.role[:-1]} '{r.kind}' ({r.distribution}): default config is invalid: {err}")
-        if r.role == "loaders" and not getattr(r.cls, "extensions", ()):
-            problems.append(f"loader '{r.kind}' ({r.distribution}) declares no file extensions")
-    try:
-        config_schema(registry)
-    except Exception as err:  # a plugin config that breaks schema generation
-        problems.append(f"the JSON schema of all installed kinds cannot be built: {err}")
-    return problems
+    return check_plugins(registry)
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
