@@ -42,11 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tmd (torchmd-core) {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a simulation from a YAML config")
+    run = sub.add_parser(
+        "run",
+        help="run a simulation from a YAML config",
+        description="Run a simulation to the config's 'steps'. Existing output files are "
+        "never replaced unless --overwrite is given. Ctrl-C (or SIGTERM) stops after the "
+        "current step and writes a checkpoint (the checkpoint reporter's file, else "
+        "CONFIG.interrupted.chk); --resume continues exactly from it, appending to the "
+        "outputs. Exit codes: 0 done, 1 run failed, 2 bad input, 130/143 interrupted.",
+    )
     run.add_argument("config", type=Path, metavar="CONFIG", help="YAML configuration file")
     run.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a checkpoint to the config's steps")
     run.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     run.set_defaults(func=_cmd_run)
 
     energy = sub.add_parser(
@@ -92,11 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TorchMDError as err:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
         print(str(err), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("tmd: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # disk full, permissions, ... while reading or writing files
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        where = f" '{err.filename}'" if err.filename else ""
+        print(f"tmd: cannot access{where}: {err.strerror or err}", file=sys.stderr)
+        return 1
     except Exception as err:  # the last line of defence: no raw traceback for users
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()

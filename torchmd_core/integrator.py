@@ -70,9 +70,13 @@ class Integrator(Component, ABC):
         self.generators = replica_generators(seed, n_replicas, device)
 
     def setup(self, state: State, potential: Potential) -> State:
-        """Called once before the first step of a run (e.g. to apply constraints).
+        """Called once for a new state, before its first step (e.g. to apply
+        constraints to input coordinates).
 
-        The default returns ``state`` unchanged.
+        Not called again when a simulation continues (a second ``run`` call, or a run
+        resumed from a checkpoint): continuing must give bit for bit the trajectory of
+        one long run. Keep whatever every step needs in :meth:`state_dict` or build
+        it lazily in :meth:`step`. The default returns ``state`` unchanged.
         """
         return state
 

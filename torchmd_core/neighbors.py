@@ -82,6 +82,21 @@ class NeighborList:
         """Forget the current list; the next :meth:`update` rebuilds."""
         self._neighbors = None
 
+    def state_dict(self) -> dict[str, Tensor | None]:
+        """Where the current list was built. Pair order, hence float sums, depends on
+        it, so checkpoints keep it and a resumed run rebuilds the very same list."""
+        if self._neighbors is None or self._ref_positions is None:
+            return {"positions": None, "box": None}
+        box = None if self._ref_box is None else self._ref_box.cpu()
+        return {"positions": self._ref_positions.cpu(), "box": box}
+
+    def load_state_dict(self, state: dict[str, Tensor | None], device: torch.device | str = "cpu") -> None:
+        """Rebuild the list at the positions :meth:`state_dict` recorded."""
+        self.reset()
+        positions, box = state.get("positions"), state.get("box")
+        if positions is not None:
+            self._build(positions.to(device), None if box is None else box.to(device))
+
     def update(self, positions: Tensor, box: Tensor | None) -> Neighbors:
         """A list valid for ``positions`` (R, N, 3) and ``box`` (R, 3, 3) or None."""
         if self._needs_rebuild(positions, box):

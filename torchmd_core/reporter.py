@@ -5,6 +5,24 @@ loop computes each requested quantity once per reporting step, for all due repor
 together, and hands them a :class:`Frame`. Reporters are opened before the first
 step (told whether they append to a resumed run) and closed after the last, also when
 the run fails.
+
+The lifecycle of one :meth:`Simulation.run <torchmd_core.Simulation.run>`:
+
+1. :meth:`Reporter.output_conflicts` for every reporter, before anything is opened: the
+   run refuses to start when some reporter would replace a file it did not write.
+2. :meth:`Reporter.open` (with ``run.resume`` when continuing a checkpoint or a previous
+   run of the same simulation: append, do not start over).
+3. :meth:`Reporter.report` at step ``start`` (unless that step was reported already) and
+   every :attr:`~Reporter.interval` steps; reporters with :attr:`~Reporter.runs_last`
+   (checkpoints) after all others of the same step, so that what they record includes
+   the frames just written. Reporters with :attr:`~Reporter.at_end` also get the last
+   frame of a run that completes or stops on request.
+4. :meth:`Reporter.flush` before every checkpoint, and :meth:`Reporter.close`.
+
+Resuming exactly: :meth:`Reporter.state_dict` is saved in checkpoints (frame counts,
+bytes written); after :meth:`Reporter.load_state_dict`, ``open`` with ``run.resume``
+drops whatever was written after the checkpoint and appends from there, so the files
+have neither duplicate nor missing frames.
 """
 
 from __future__ import annotations
@@ -12,7 +30,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 from torch import Tensor
@@ -20,6 +38,9 @@ from torch import Tensor
 from torchmd_core.component import Component, ComponentConfig
 from torchmd_core.state import State
 from torchmd_core.system import System
+
+if TYPE_CHECKING:
+    from torchmd_core.simulation import Simulation
 
 __all__ = ["QUANTITIES", "Frame", "Reporter", "ReporterConfig", "RunInfo"]
 
@@ -46,8 +67,12 @@ class RunInfo:
         periodic: whether the system has a box.
         start_step: first step of this run segment.
         total_steps: the step the run will end at.
-        resume: True when continuing a checkpoint: append to existing files.
+        resume: True when continuing a checkpoint or an earlier run of the same
+            simulation: append to the files written then.
         overwrite: True when the user allowed replacing existing files.
+        header: provenance lines (versions, plugins) for file headers.
+        simulation: the running simulation (for reporters such as checkpoints that
+            need more than a frame), or None when a reporter is driven by hand.
     """
 
     system: System
@@ -60,6 +85,7 @@ class RunInfo:
     resume: bool = False
     overwrite: bool = False
     header: tuple[str, ...] = ()
+    simulation: Simulation | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,6 +130,12 @@ class Reporter(Component, ABC):
     Config: ClassVar[type[ComponentConfig]] = ReporterConfig
     #: Quantities beyond the defaults this reporter reads (see :data:`QUANTITIES`).
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: Report after every other reporter of the same step (checkpoint writers).
+    runs_last: ClassVar[bool] = False
+    #: Also report the final frame of a run that completes or stops on request, even
+    #: when that step is not a multiple of :attr:`interval` (final structures, the
+    #: checkpoint a later ``--resume`` continues from).
+    at_end: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig, system: System) -> None:
         self.config = config
@@ -111,12 +143,26 @@ class Reporter(Component, ABC):
 
     @property
     def interval(self) -> int:
+        """Steps between reports; 0 means only the final frame (with :attr:`at_end`)."""
         return int(getattr(self.config, "interval"))
 
     def outputs(self) -> tuple[Path, ...]:
         """Files this reporter writes (checked before a run so nothing is overwritten)."""
         path = getattr(self.config, "file", None)
         return (Path(path),) if path is not None else ()
+
+    def output_conflicts(self, run: RunInfo) -> list[Path]:
+        """Existing files this run would replace although this reporter did not write
+        them; the run refuses to start when any reporter returns one (unless
+        ``run.overwrite``). Called before any reporter is opened.
+
+        The default: every existing file of :meth:`outputs` for a new run, none when
+        resuming (the reporter appends to its files). Override it when the files depend
+        on ``run`` (one per replica) or to refuse files a resumed run has no record of.
+        """
+        if run.resume:
+            return []
+        return [p for p in self.outputs() if p.exists()]
 
     def open(self, run: RunInfo) -> None:
         """Prepare outputs; with ``run.resume`` append to what a previous segment wrote."""
@@ -137,3 +183,14 @@ class Reporter(Component, ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (before :meth:`open` with resume)."""
+
+    def checkpoint_key(self) -> str:
+        """What identifies this reporter across run segments (checkpoints store the
+        :meth:`state_dict` of each reporter under it): its kind and file name."""
+        outputs = self.outputs()
+        name = outputs[0].name if outputs else ""
+        try:
+            kind = self.kind_name()
+        except TypeError:  # a hand-made reporter whose Config has no default kind
+            kind = type(self).__qualname__
+        return f"{kind}:{name}"

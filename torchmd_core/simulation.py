@@ -1,4 +1,4 @@
-"""The one run loop: integrate, move the box, report, check, checkpoint.
+"""The one run loop: integrate, move the box, check, report, checkpoint.
 
 Library use needs no config and no plugin names::
 
@@ -9,6 +9,12 @@ Library use needs no config and no plugin names::
 The loop runs under ``torch.no_grad()`` unless ``differentiable=True`` is passed to
 :meth:`Simulation.run`, in which case every state keeps its autograd graph (see the
 differentiable-simulation guide).
+
+Continuing is exact: ``run(a)`` then ``run(b)`` gives bit for bit the trajectory of
+``run(a + b)``, and so does a run resumed from a checkpoint. Nothing in the loop
+depends on where a run segment started: :meth:`Integrator.setup` runs once for a new
+state (not again when a run continues), the forces cached in the state and the shared
+neighbour list's build positions travel in checkpoints, and each step is reported once.
 """
 
 from __future__ import annotations
@@ -35,8 +41,15 @@ if TYPE_CHECKING:
     from torchmd_core.config import SimulationConfig
     from torchmd_core.registry import Registry
 
-__all__ = ["Simulation", "kinetic_energy", "maxwell_boltzmann_velocities", "temperature"]
+__all__ = [
+    "Simulation",
+    "check_finite",
+    "kinetic_energy",
+    "maxwell_boltzmann_velocities",
+    "temperature",
+]
 
+#: ``progress(step, end_step, ns_per_day)``; ns/day is the speed since the run started.
 ProgressCallback = Callable[[int, int, float], None]
 
 
@@ -84,9 +97,17 @@ class Simulation:
         self._registry = registry
         self._state: State | None = None
         self.header: list[str] = []
-        #: Check for non-finite values every this many steps (each check syncs the device).
+        #: Check for non-finite values every this many steps (each check syncs the
+        #: device); every reporting step is checked too.
         self.check_interval = 1
         self._ready_for: tuple[int, torch.device] | None = None
+        #: Integrator.setup is due: the state was set from outside, not by the loop.
+        self._needs_setup = True
+        #: Step whose reporting is complete (None: the current state was not reported).
+        self._reported_step: int | None = None
+        #: Reporters were opened by an earlier run: later runs append to their files.
+        self._has_run = False
+        self._stop_requested = False
         if state is not None:
             self.state = state
 
@@ -104,6 +125,8 @@ class Simulation:
                 f"state has {state.n_atoms} atoms, the system {self.system.n_atoms}"
             )
         self._state = state
+        self._needs_setup = True
+        self._reported_step = None
         key = (state.n_replicas, state.device)
         if self._ready_for != key:
             self._ready_for = key
@@ -117,6 +140,18 @@ class Simulation:
                 self.barostat.seed(self.seed + 7919 * 1000, state.n_replicas, state.device)
             self.check_interval = 1 if state.device.type == "cpu" else 100
 
+    def continue_from(self, state: State, reported_step: int | None) -> None:
+        """Adopt a state the run loop produced earlier (a checkpoint's): no
+        :meth:`Integrator.setup`, and ``reported_step`` is not reported again."""
+        self.state = state
+        self._needs_setup = False
+        self._reported_step = reported_step
+
+    @property
+    def reported_step(self) -> int | None:
+        """The step whose reports are complete, None when the state was not reported."""
+        return self._reported_step
+
     @property
     def registry(self) -> Registry:
         if self._registry is None:
@@ -129,6 +164,12 @@ class Simulation:
     def degrees_of_freedom(self) -> int:
         return self.system.degrees_of_freedom(self.integrator.removes_com_motion)
 
+    def request_stop(self) -> None:
+        """Ask a running :meth:`run` to stop after the current step, cleanly: that step
+        is reported, reporters with ``at_end`` (checkpoints) write, files are closed.
+        Safe to call from a signal handler."""
+        self._stop_requested = True
+
     # -- running -----------------------------------------------------------------------------
     def run(
         self,
@@ -140,22 +181,53 @@ class Simulation:
     ) -> State:
         """Advance ``steps`` steps, reporting along the way. Returns the final state.
 
+        The run stops early, after a complete step, when :meth:`request_stop` is called
+        (e.g. from a signal handler); ``state.step`` then tells how far it got.
+
         Args:
             steps: number of integration steps.
             differentiable: keep the autograd graph through the whole trajectory.
-            resume: reporters append to the files of a previous segment.
+            resume: reporters append to the files of a previous segment (implied for
+                every run of this simulation after the first).
             overwrite: allow replacing existing output files.
             progress: called as ``progress(step, end_step, ns_per_day)`` after each
-                reporting interval or at most every few seconds.
+                reporting step and at most every half second in between.
+
+        Raises:
+            OutputExistsError: an output file exists (without ``overwrite``).
+            NumericalInstabilityError: positions, velocities, forces or energies
+                became non-finite; the reporters are flushed and closed first.
         """
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         state = self.state
-        start, end = state.step, state.step + steps
-        if not resume and not overwrite:
-            self.check_outputs()
         self.header = self._collect_header()
-        info = RunInfo(
+        info = self._run_info(state.step, state.step + steps, resume, overwrite)
+        if not overwrite:
+            self._refuse_existing_outputs(info)
+        self._stop_requested = False
+        opened: list[Reporter] = []
+        error: BaseException | None = None
+        grad = contextlib.nullcontext() if differentiable else torch.no_grad()
+        try:
+            for reporter in self._ordered(self.reporters):
+                reporter.open(info)
+                opened.append(reporter)
+            self._has_run = True
+            self.registry.hook.torchmd_core_run_started(simulation=self)
+            with grad:
+                self._loop(info.total_steps, progress)
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            self._close(opened, failing=error is not None)
+            self._finish(error)
+        return self.state
+
+    def _run_info(self, start: int, end: int, resume: bool, overwrite: bool) -> RunInfo:
+        state = self.state
+        return RunInfo(
             system=self.system,
             n_replicas=state.n_replicas,
             term_names=self.potential.term_names,
@@ -163,62 +235,94 @@ class Simulation:
             periodic=state.is_periodic,
             start_step=start,
             total_steps=end,
-            resume=resume,
+            resume=resume or self._has_run,
             overwrite=overwrite,
             header=tuple(self.header),
+            simulation=self,
         )
-        opened: list[Reporter] = []
-        error: BaseException | None = None
-        grad = contextlib.nullcontext() if differentiable else torch.no_grad()
-        try:
-            for reporter in self.reporters:
-                reporter.open(info)
-                opened.append(reporter)
-            self.registry.hook.torchmd_core_run_started(simulation=self)
-            with grad:
-                self._loop(start, end, resume, progress)
-        except BaseException as err:
-            error = err
-            raise
-        finally:
-            self._close(opened)
-            self._finish(error)
-        return self.state
 
-    def _loop(self, start: int, end: int, resume: bool, progress: ProgressCallback | None) -> None:
-        state = self.integrator.setup(self.state, self.potential)
-        self._state = state
-        clock = _Clock(self.integrator.timestep_fs, start)
-        if not resume:
-            self._report(state, clock, initial=True)
-        while state.step < end:
+    def _loop(self, end: int, progress: ProgressCallback | None) -> None:
+        state = self.state
+        # 1. Once per new state: the integrator's preparation (e.g. constraints).
+        if self._needs_setup:
+            state = self.integrator.setup(state, self.potential)
+            self._needs_setup = False
+            self._state = state
+        clock = _Clock(self.integrator.timestep_fs, state.step)
+        ended_at: int | None = None  # the step whose reports included the at_end ones
+        # 2. Report the starting point, unless an earlier segment did.
+        if self._reported_step != state.step:
+            check_finite(state, self.system)
+            final = state.step >= end
+            self._report(state, clock, self._due(state.step, final))
+            self._reported_step = state.step
+            ended_at = state.step if final else None
+        last_checked = state
+        while state.step < end and not self._stop_requested:
+            # 3. One step, then the barostat's move.
             state = self.integrator.step(state, self.potential)
             if self.barostat is not None and state.step % self.barostat.interval == 0:
                 state = self.barostat.apply(state, self.potential)
-            if state.step % self.check_interval == 0 or state.step == end:
-                check_finite(state, self.system)
+            # 4. Check before anything is written (never report or checkpoint NaNs).
+            final = state.step >= end or self._stop_requested
+            due = self._due(state.step, final)
+            if due or state.step % self.check_interval == 0:
+                check_finite(state, self.system, previous=last_checked)
+                last_checked = state
             self._state = state
-            self._report(state, clock)
+            # 5. Report; checkpoint writers last.
+            if due:
+                self._report(state, clock, due)
+            self._reported_step = state.step
+            ended_at = state.step if final else None
             if progress is not None and clock.due_progress(state.step, end):
-                progress(state.step, end, clock.ns_per_day(state.step))
+                progress(state.step, end, clock.run_ns_per_day(state.step))
+        # 6. The final frame for at_end reporters, when step 5 did not include them
+        #    (no step taken, or a stop requested while reporting).
+        if ended_at != state.step:
+            check_finite(state, self.system, previous=last_checked)
+            self._report(state, clock, self._ordered([r for r in self.reporters if r.at_end]))
 
-    def _report(self, state: State, clock: _Clock, initial: bool = False) -> None:
-        due = [r for r in self.reporters if state.step % r.interval == 0]
+    def _due(self, step: int, final: bool = False) -> list[Reporter]:
+        """Reporters due at ``step`` (with ``final``, also the at_end ones), checkpoint
+        writers last."""
+        due = [
+            r for r in self.reporters
+            if (r.interval > 0 and step % r.interval == 0) or (final and r.at_end)
+        ]
+        return self._ordered(due) if due else due
+
+    @staticmethod
+    def _ordered(reporters: list[Reporter]) -> list[Reporter]:
+        return [r for r in reporters if not r.runs_last] + [r for r in reporters if r.runs_last]
+
+    def _report(self, state: State, clock: _Clock, due: list[Reporter]) -> None:
         if not due:
             return
         needs = frozenset().union(*(r.needs for r in due))
-        frame = self.measure(state, needs, speed_ns_day=None if initial else clock.ns_per_day(state.step))
+        frame = self.measure(state, needs, speed_ns_day=clock.ns_per_day(state.step))
         clock.mark(state.step)
         for reporter in due:
+            if reporter.runs_last:  # the others are done: a checkpoint records that
+                self._reported_step = state.step
             reporter.report(frame)
 
-    def _close(self, opened: list[Reporter]) -> None:
+    def _close(self, opened: list[Reporter], failing: bool) -> None:
+        # Closing must not hide the error that ended the run, and one reporter failing
+        # to close must not keep the others from flushing their files.
+        problems: list[BaseException] = []
         for reporter in opened:
-            with contextlib.suppress(Exception):
+            try:
                 reporter.flush()
+            except Exception as err:
+                problems.append(err)
         for reporter in opened:
-            with contextlib.suppress(Exception):
+            try:
                 reporter.close()
+            except Exception as err:
+                problems.append(err)
+        if problems and not failing:
+            raise problems[0]
 
     def _finish(self, error: BaseException | None) -> None:
         try:
@@ -235,17 +339,30 @@ class Simulation:
             lines.extend(result or [])
         return lines
 
-    def check_outputs(self) -> None:
-        """Raise if any reporter's output file exists already (nothing is overwritten)."""
-        existing = [str(p) for r in self.reporters for p in r.outputs() if Path(p).exists()]
-        if existing:
-            what = "output file " + existing[0] + " exists"
-            if len(existing) > 1:
-                what = "output files " + ", ".join(existing) + " exist"
+    def check_outputs(self, resume: bool = False) -> None:
+        """Raise :class:`OutputExistsError` if a run would replace a file its
+        reporters did not write (with ``resume``, files they have no record of)."""
+        state = self.state
+        self._refuse_existing_outputs(self._run_info(state.step, state.step, resume, False))
+
+    def _refuse_existing_outputs(self, info: RunInfo) -> None:
+        existing = [str(p) for r in self.reporters for p in r.output_conflicts(info)]
+        if not existing:
+            return
+        what = f"output file '{existing[0]}' exists"
+        if len(existing) > 1:
+            what = "output files " + ", ".join(f"'{p}'" for p in existing) + " exist"
+        if info.resume:
             raise OutputExistsError(
-                f"{what} already; continue the run with --resume CHECKPOINT, replace the "
-                "files with --overwrite, or change the file names in the config"
+                f"{what} already, but the run being continued did not write "
+                f"{'it' if len(existing) == 1 else 'them'} (a reporter added since the "
+                "checkpoint?); move it away, change the file name in the config, or "
+                "replace it with --overwrite"
             )
+        raise OutputExistsError(
+            f"{what} already; continue the run with --resume CHECKPOINT, replace the "
+            "files with --overwrite, or change the file names in the config"
+        )
 
     def minimize(self, tolerance_kcal_mol_A: float = 0.24, max_iterations: int = 1000) -> State:
         """Minimise the potential energy in place (L-BFGS); returns the new state."""
@@ -275,13 +392,14 @@ class Simulation:
         density = None
         if volume is not None:
             density = self.system.total_mass() / volume * units.AMU_A3_TO_G_CM3
+        dof = max(self.degrees_of_freedom, 1)
         return Frame(
             state=state,
             potential_energy=energy.detach(),
             kinetic_energy=ke.detach(),
-            temperature_K=(2.0 * ke / (max(self.degrees_of_freedom, 1) * units.BOLTZMANN_KCAL_MOL_K)).detach(),
-            volume_A3=volume,
-            density_g_cm3=density,
+            temperature_K=(2.0 * ke / (dof * units.BOLTZMANN_KCAL_MOL_K)).detach(),
+            volume_A3=None if volume is None else volume.detach(),
+            density_g_cm3=None if density is None else density.detach(),
             energy_terms=terms,
             forces=None if forces is None else forces.detach(),
             speed_ns_day=speed_ns_day,
@@ -297,21 +415,29 @@ class Simulation:
 
 
 class _Clock:
-    """Wall-clock speed between reports and progress updates."""
+    """Wall-clock speed between reports, and since the run started."""
 
     def __init__(self, timestep_fs: float, step: int) -> None:
         self.timestep_fs = timestep_fs
-        self._t0, self._s0 = time.perf_counter(), step
+        self._start_t, self._start_s = time.perf_counter(), step
+        self._t0, self._s0 = self._start_t, step
         self._last_progress = 0.0
 
     def mark(self, step: int) -> None:
         self._t0, self._s0 = time.perf_counter(), step
 
-    def ns_per_day(self, step: int) -> float:
-        dt = time.perf_counter() - self._t0
-        if step <= self._s0 or dt <= 0:
-            return 0.0
-        return units.ns_per_day((step - self._s0) / dt, self.timestep_fs)
+    def ns_per_day(self, step: int) -> float | None:
+        """Speed since the previous report (None before any step was timed)."""
+        return self._speed(step, self._t0, self._s0)
+
+    def run_ns_per_day(self, step: int) -> float:
+        return self._speed(step, self._start_t, self._start_s) or 0.0
+
+    def _speed(self, step: int, t0: float, s0: int) -> float | None:
+        dt = time.perf_counter() - t0
+        if step <= s0 or dt <= 0:
+            return None
+        return units.ns_per_day((step - s0) / dt, self.timestep_fs)
 
     def due_progress(self, step: int, end: int) -> bool:
         now = time.perf_counter()
@@ -366,39 +492,75 @@ def maxwell_boltzmann_velocities(
     return torch.stack(out).to(device=device, dtype=dtype)
 
 
-def check_finite(state: State, system: System) -> None:
-    """Raise :class:`NumericalInstabilityError` naming the step and the worst atoms."""
+# -- numerical failure ---------------------------------------------------------------------------
+
+_SHOWN_ATOMS = 5
+
+
+def check_finite(state: State, system: System, previous: State | None = None) -> None:
+    """Raise :class:`NumericalInstabilityError` when positions, velocities, forces or
+    energies of ``state`` are not all finite.
+
+    The message names the step, the replicas and atoms with non-finite values and,
+    when ``previous`` (the last state that passed this check) has forces, the atoms
+    with the largest forces there: usually where the trouble started.
+    """
     checks: list[tuple[str, Tensor | None]] = [
         ("positions", state.positions),
         ("velocities", state.velocities),
         ("forces", state.forces),
-        ("energies", state.potential_energy),
+        ("potential energies", state.potential_energy),
     ]
+    finite = [torch.isfinite(v.detach()).all() for _, v in checks if v is not None]
+    if bool(torch.stack(finite).all()):  # one device sync for all checks
+        return
     for name, value in checks:
-        if value is None:
-            continue
-        v = value.detach()
-        if bool(torch.isfinite(v).all()):
-            continue
-        raise NumericalInstabilityError(_instability_message(name, v, state, system))
+        if value is not None and not bool(torch.isfinite(value.detach()).all()):
+            raise NumericalInstabilityError(
+                _instability_message(name, value.detach(), state, system, previous)
+            )
 
 
-def _instability_message(name: str, value: Tensor, state: State, system: System) -> str:
-    msg = f"{name} became non-finite at step {state.step} (t = {state.time_ps:.4f} ps)"
-    if value.dim() == 3:
+def _instability_message(
+    name: str, value: Tensor, state: State, system: System, previous: State | None
+) -> str:
+    lines = [f"{name} became non-finite at step {state.step} (t = {state.time_ps:.4f} ps)"]
+    if value.dim() == 3:  # per atom: which ones
         bad = (~torch.isfinite(value)).any(-1)  # (R, N)
         reps = torch.nonzero(bad.any(-1)).flatten().tolist()
-        atoms = torch.nonzero(bad[reps[0]]).flatten().tolist()[:5]
-        described = ", ".join(_describe_atom(system, a) for a in atoms)
-        msg += f" in replica {reps[0]}; first atoms: {described}"
-    msg += (
-        ". Usual causes: overlapping atoms in the input (minimise first), a timestep too "
-        "large for the constraints used, or missing parameters."
+        for r in reps[:3]:
+            atoms = torch.nonzero(bad[r]).flatten().tolist()
+            shown = ", ".join(_describe_atom(system, a) for a in atoms[:_SHOWN_ATOMS])
+            more = f" and {len(atoms) - _SHOWN_ATOMS} more" if len(atoms) > _SHOWN_ATOMS else ""
+            lines.append(f"  replica {r}: {len(atoms)} atom(s) affected: {shown}{more}")
+        if len(reps) > 3:
+            lines.append(f"  ... and {len(reps) - 3} more replicas")
+    else:
+        reps = torch.nonzero(~torch.isfinite(value)).flatten().tolist()
+        lines.append(f"  replica(s) {', '.join(map(str, reps[:10]))}")
+    lines.extend(_largest_forces(system, previous, reps))
+    lines.append(
+        "Usual causes: overlapping atoms in the input (minimise first), a timestep too "
+        "large for the constraints used (try 1 fs or constraints: hbonds), missing or "
+        "wrong parameters on the atoms named above, or a box that is too small."
     )
-    return msg
+    return "\n".join(lines)
+
+
+def _largest_forces(system: System, previous: State | None, reps: list[int]) -> list[str]:
+    if previous is None or previous.forces is None or not reps:
+        return []
+    r = reps[0]
+    norms = torch.linalg.vector_norm(previous.forces[r].detach(), dim=-1)  # (N,)
+    k = min(_SHOWN_ATOMS, int(norms.shape[0]))
+    top = torch.topk(norms, k)
+    shown = ", ".join(
+        f"{_describe_atom(system, int(i))} {float(f):.3g}"
+        for f, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+    )
+    return [f"  largest forces at step {previous.step} (replica {r}, kcal/mol/Å): {shown}"]
 
 
 def _describe_atom(system: System, index: int) -> str:
     res = system.residues[int(system.residue_index[index])]
     return f"{index} ({system.atom_names[index]} {res.name}{res.number})"
-
