@@ -105,13 +105,34 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_potentials(config: SimulationConfig, system: System, registry: Registry) -> list[Potential]:
-    """The configured potentials plus those plugins add through the hook."""
-    potentials: list[Potential] = []
+    """The configured potentials plus those plugins add through the hook.
+
+    A potential whose class declares a region (:meth:`Potential.replaced_atoms`, e.g.
+    a neural network on ``atoms:``) is built from ``system``; every other one from
+    ``system`` without the interactions wholly inside each such region (mechanical
+    embedding, see :meth:`System.without_interactions_within`).
+    """
     problems: list[str] = []
-    for i, cfg in enumerate(config.potentials):
-        cls = registry.get("potentials", cfg.kind)
+    classes = [registry.get("potentials", cfg.kind) for cfg in config.potentials]
+    regions: list[torch.Tensor | None] = []
+    failed: set[int] = set()
+    for i, (cls, cfg) in enumerate(zip(classes, config.potentials, strict=True)):
         try:
-            potentials.append(cls(cfg, system))
+            regions.append(cls.replaced_atoms(cfg, system))
+        except (TopologyError, ConfigError, ValueError) as err:
+            problems.append(f"potentials[{i}] (kind={cfg.kind!r}): {_bare(err)}")
+            regions.append(None)
+            failed.add(i)
+    classical = system
+    for region in regions:
+        if region is not None:
+            classical = classical.without_interactions_within(region)
+    potentials: list[Potential] = []
+    for i, (cls, cfg, region) in enumerate(zip(classes, config.potentials, regions, strict=True)):
+        if i in failed:
+            continue
+        try:
+            potentials.append(cls(cfg, system if region is not None else classical))
         except (TopologyError, ConfigError, ValueError) as err:
             problems.append(f"potentials[{i}] (kind={cfg.kind!r}): {_bare(err)}")
     if problems:

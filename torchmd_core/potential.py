@@ -57,6 +57,21 @@ class Potential(Component, nn.Module, ABC):
     def energy(self, state: State) -> Tensor:
         """(R,) potential energy of each replica, kcal/mol."""
 
+    # -- ML/MM ------------------------------------------------------------------------------
+    @classmethod
+    def replaced_atoms(cls, config: ComponentConfig, system: System) -> Tensor | None:
+        """The region whose internal interactions this potential replaces, or None.
+
+        A potential that describes a group of atoms on its own (a neural network on a
+        ligand, say) returns the atom indices here. :func:`~torchmd_core.builder.build_potentials`
+        then builds every potential that returns None from
+        ``system.without_interactions_within(region)`` (mechanical embedding): the
+        classical terms wholly inside the region are dropped, those between the region
+        and the rest stay. Called before the potential is constructed; may raise
+        :class:`~torchmd_core.errors.TopologyError` for a bad selection.
+        """
+        return None
+
     # -- derived quantities (override for speed) --------------------------------------------------
     @property
     def name(self) -> str:

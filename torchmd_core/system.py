@@ -35,6 +35,7 @@ normal non-bonded sum (1-2, 1-3 and the 1-4 pairs that ``pairs14`` handles).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -330,6 +331,42 @@ class System:
                 f"atom selection refers to atoms outside 0..{self.n_atoms - 1}"
             )
         return result
+
+    # -- ML/MM --------------------------------------------------------------------------------
+    def without_interactions_within(self, atoms: str | Sequence[int] | Tensor) -> System:
+        """A copy without the interactions wholly inside a region (mechanical embedding).
+
+        Use it for the classical potentials when another potential (a neural network,
+        say) describes the region on its own, as openmm-ml's mixed systems do: every
+        bonded interaction (``terms``: bonds, angles, torsions, CMAP, 1-4 pairs, ...) whose
+        atoms all lie in the region is dropped, and every pair of region atoms becomes an
+        exclusion of the normal non-bonded sum. Interactions between the region and the
+        rest stay. Masses, charges, LJ types, bonds graph and constraints are unchanged.
+
+        Args:
+            atoms: the region, as for :meth:`select` (indices or an mdtraj selection).
+
+        Returns:
+            The reduced copy; ``metadata["replaced_regions"]`` lists the regions removed
+            so far (each a tuple of atom indices).
+        """
+        idx = torch.unique(self.select(atoms))  # sorted, so combinations give i < j
+        inside = torch.zeros(self.n_atoms, dtype=torch.bool)
+        inside[idx] = True
+        terms = {
+            name: table.subset(~inside[table.atoms].all(dim=1)) if len(table) else table
+            for name, table in self.terms.items()
+        }
+        region_pairs = torch.combinations(idx, 2) if idx.numel() > 1 else idx.new_zeros(0, 2)
+        exclusions = torch.cat([self.exclusions.reshape(-1, 2).to(torch.int64), region_pairs])
+        exclusions = torch.unique(torch.sort(exclusions, dim=1).values, dim=0)
+        regions = (*self.metadata.get("replaced_regions", ()), tuple(idx.tolist()))
+        return dataclasses.replace(
+            self,
+            terms=terms,
+            exclusions=exclusions,
+            metadata={**self.metadata, "replaced_regions": regions},
+        )
 
     def summary(self) -> str:
         """One line describing the system."""

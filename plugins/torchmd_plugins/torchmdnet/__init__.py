@@ -1,1 +1,5 @@
-"""Built-in plugin package: torchmdnet."""
+"""Built-in plugin package: torchmdnet (TorchMD-NET potentials, ML/MM)."""
+
+from torchmd_plugins.torchmdnet.potential import TorchMDNetPotential
+
+__all__ = ["TorchMDNetPotential"]
