@@ -189,8 +189,5 @@ class Reporter(Component, ABC):
         :meth:`state_dict` of each reporter under it): its kind and file name."""
         outputs = self.outputs()
         name = outputs[0].name if outputs else ""
-        try:
-            kind = self.kind_name()
-        except TypeError:  # a hand-made reporter whose Config has no default kind
-            kind = type(self).__qualname__
+        kind = getattr(self.config, "kind", None) or type(self).__qualname__
         return f"{kind}:{name}"
