@@ -36,10 +36,10 @@ def test_importing_core_loads_no_plugin_module():
 
 
 def test_every_hook_is_documented_and_tested():
-    docs = (ROOT / "docs" / "hooks.md").read_text()
+    docs = (ROOT / "docs" / "pages" / "hooks.md").read_text()
     tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
     for hook in HOOKS:
-        assert f"### {hook}" in docs, f"{hook} has no section in docs/hooks.md"
+        assert f"### {hook}" in docs, f"{hook} has no section in docs/pages/hooks.md"
         short = hook.removeprefix("torchmd_core_")
         assert f"def test_hook_{short}(" in tests, f"{hook} has no test_hook_{short} test"
 
