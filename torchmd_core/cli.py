@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     energy.add_argument("--precision", choices=["float32", "float64", "double"], default="float64")
     energy.add_argument("--device", default="cpu", metavar="DEV")
     energy.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    energy.add_argument("--forces", type=Path, metavar="FILE.npy", help="write (n_atoms, 3) float64 forces, kcal/mol/Å")
+    energy.add_argument("--forces", type=Path, metavar="FILE.npy", help="write (n_atoms, 3) float64 forces, kcal/mol/Å (replaces an earlier .npy or empty file)")
     energy.add_argument("--overwrite", action="store_true", help="replace an existing --forces file")
     energy.set_defaults(func=_cmd_energy)
 
@@ -143,6 +143,7 @@ def _cmd_energy(args: argparse.Namespace) -> int:
 
     from torchmd_core.builder import load_system, resolve_device, resolve_dtype
     from torchmd_core.config import SystemConfig
+    from torchmd_core.errors import TopologyError
     from torchmd_core.plugins import default_registry
     from torchmd_core.potential import PotentialSum
     from torchmd_core.state import State
@@ -151,8 +152,8 @@ def _cmd_energy(args: argparse.Namespace) -> int:
         raise ConfigError("--box: give 3 lengths (Å) or 3 lengths and 3 angles (°)")
     if args.switch_distance is not None and args.cutoff is None:
         raise ConfigError("--switch-distance needs --cutoff")
-    if args.forces is not None and args.forces.exists() and not args.overwrite:
-        raise OutputExistsError(f"forces file '{args.forces}' exists already; remove it, choose another name or pass --overwrite")
+    if args.forces is not None:
+        _check_forces_file(args.forces, args.overwrite)
     registry = default_registry()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.precision)
@@ -160,7 +161,15 @@ def _cmd_energy(args: argparse.Namespace) -> int:
                                                parameters=tuple(args.parameters),
                                                box=None if args.box is None else tuple(args.box)), _ENERGY_FLAGS)
     system, coords = load_system(system_cfg, registry)
-    periodic = args.cutoff is not None and coords.box is not None
+    if not system.terms and system.nonbonded is None:
+        raise TopologyError(
+            f"topology '{args.topology}' holds no force-field parameters; give a prmtop, a "
+            "psf (with --parameters), a GROMACS top or an OpenMM System XML"
+        )
+    box = None
+    if args.cutoff is not None:
+        box = coords.box if args.box is not None else _energy_box(coords.box, system.box)
+    periodic = box is not None
     nonbonded: dict[str, Any] = {"kind": "nonbonded"}
     if args.cutoff is not None:
         nonbonded.update(cutoff=args.cutoff, reaction_field_dielectric=args.reaction_field_dielectric,
@@ -173,7 +182,7 @@ def _cmd_energy(args: argparse.Namespace) -> int:
         cfg = _validated(cls.Config, raw, _ENERGY_FLAGS)
         terms.append(cls(cfg, system))
     potential = PotentialSum(terms, system=system).to(device=device, dtype=dtype)
-    state = State.from_coordinates(coords.positions, coords.box if periodic else None, dtype=dtype, device=device)
+    state = State.from_coordinates(coords.positions, box, dtype=dtype, device=device)
     if periodic:
         from torchmd_core.geometry import min_box_width
 
@@ -188,7 +197,8 @@ def _cmd_energy(args: argparse.Namespace) -> int:
     if args.forces is not None:
         assert forces is not None
         args.forces.parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.forces, forces[0].detach().cpu().to(torch.float64).numpy())
+        with args.forces.open("wb") as fh:  # exactly this name (np.save would add .npy)
+            np.save(fh, forces[0].detach().cpu().to(torch.float64).numpy())
     if args.json:
         print(json.dumps({"total": total, "terms": table, "n_atoms": system.n_atoms}))
     else:
@@ -200,6 +210,34 @@ def _cmd_energy(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {value:>18.6f} kcal/mol")
         print(f"  {'total':<{width}}  {total:>18.6f} kcal/mol")
     return 0
+
+
+def _check_forces_file(path: Path, overwrite: bool) -> None:
+    """Refuse to replace a file that is not an earlier forces output (or an empty file)."""
+    if overwrite or not path.exists():
+        return
+    if path.is_dir():
+        raise OutputExistsError(f"--forces '{path}' is a directory; give a file name")
+    with path.open("rb") as fh:
+        head = fh.read(6)
+    if head not in (b"", b"\x93NUMPY"):
+        raise OutputExistsError(
+            f"forces file '{path}' exists and is not a .npy array; remove it, choose another "
+            "name or pass --overwrite"
+        )
+
+
+def _energy_box(coordinates_box: Any, topology_box: Any) -> Any:
+    """The box of ``tmd energy`` with a cutoff: the coordinate file's, else the
+    topology's. When both hold the same box to the coordinate file's precision (a PDB
+    CRYST1 rounds to 0.001 Å), the topology's exact one is used."""
+    import torch
+
+    if coordinates_box is None:
+        return topology_box
+    if topology_box is not None and torch.allclose(coordinates_box, topology_box, rtol=0.0, atol=5e-3):
+        return topology_box
+    return coordinates_box
 
 
 _ENERGY_FLAGS = {

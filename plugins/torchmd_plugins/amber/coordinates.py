@@ -58,7 +58,7 @@ __all__ = [
 
 
 def _positions(values: Any, path: Path, what: str = "coordinates") -> torch.Tensor:
-    array = np.asarray(values, dtype=np.float64).reshape(-1, 3)
+    array = np.array(values, dtype=np.float64).reshape(-1, 3)  # a writable copy
     if not np.isfinite(array).all():
         raise InputFileError(f"{what} in '{path}' contain NaN or infinite values")
     return torch.as_tensor(array)

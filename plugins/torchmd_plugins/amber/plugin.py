@@ -17,10 +17,12 @@ def torchmd_core_register_potentials(register: Callable[[type], None]) -> None:
 
 @hookimpl
 def torchmd_core_register_loaders(register: Callable[[type], None]) -> None:
-    from torchmd_plugins.amber import coordinates, prmtop, psf
+    from torchmd_plugins.amber import coordinates, gromacs, openmm_xml, prmtop, psf
 
     register(prmtop.PrmtopLoader)
     register(psf.PsfLoader)
+    register(openmm_xml.OpenMMXmlLoader)
+    register(gromacs.GromacsTopLoader)
     for cls in (
         coordinates.PdbLoader,
         coordinates.CifLoader,
