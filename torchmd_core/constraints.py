@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -15,9 +16,41 @@ from torch import Tensor
 from torchmd_core.errors import TopologyError
 from torchmd_core.system import Constraints, System
 
-__all__ = ["apply_system_options", "find_constraints", "find_waters", "repartition_hydrogen_mass"]
+__all__ = [
+    "ConstraintProjector",
+    "apply_system_options",
+    "find_constraints",
+    "find_waters",
+    "repartition_hydrogen_mass",
+]
 
 _HYDROGEN, _OXYGEN = 1, 8
+
+
+class ConstraintProjector(Protocol):
+    """What the minimiser needs from a constraint solver (the dynamics plugin's
+    ``ConstraintSolver`` is one). All tensors are (R, N, 3); corrections are added
+    to their inputs."""
+
+    #: (N,) 1/amu, 0 for massless atoms: constraint forces are mass-weighted.
+    inv_mass: Tensor
+
+    def projection(self, positions: Tensor, box: Tensor | None = None) -> Tensor:
+        """Displacement putting any structure on the constraint surface."""
+        ...
+
+    def position_correction(
+        self, positions: Tensor, reference: Tensor, box: Tensor | None = None
+    ) -> Tensor:
+        """SHAKE: displacement putting ``positions`` back on the surface along the
+        constrained vectors of ``reference`` (which is on it)."""
+        ...
+
+    def velocity_correction(
+        self, velocities: Tensor, positions: Tensor, box: Tensor | None = None
+    ) -> Tensor:
+        """RATTLE: velocity change removing every relative velocity along a constraint."""
+        ...
 
 
 def apply_system_options(system: System, config: object) -> System:
@@ -29,7 +62,9 @@ def apply_system_options(system: System, config: object) -> System:
     if h_mass is not None:
         system = repartition_hydrogen_mass(system, float(h_mass))
     if mode != "none" or rigid_water:
-        system = dataclasses.replace(system, constraints=find_constraints(system, mode, rigid_water))
+        system = dataclasses.replace(
+            system, constraints=find_constraints(system, mode, rigid_water)
+        )
     return system
 
 
@@ -46,7 +81,9 @@ def find_waters(system: System) -> Tensor:
         zs = z[atoms].tolist()
         if sorted(zs) == [_HYDROGEN, _HYDROGEN, _OXYGEN]:
             o = atoms[zs.index(_OXYGEN)]
-            hs = [a for a, zz in zip(atoms.tolist(), zs, strict=True) if zz == _HYDROGEN]
+            hs = [
+                a for a, zz in zip(atoms.tolist(), zs, strict=True) if zz == _HYDROGEN
+            ]
             waters.append([int(o), *hs])
     if not waters:
         return torch.zeros(0, 3, dtype=torch.int64)
@@ -58,7 +95,10 @@ def _bond_lengths(system: System) -> dict[tuple[int, int], float]:
     if table is None or len(table) == 0:
         return {}
     r0 = table.parameters_per_interaction()["r0"].tolist()
-    return {(min(i, j), max(i, j)): r for (i, j), r in zip(table.atoms.tolist(), r0, strict=True)}
+    return {
+        (min(i, j), max(i, j)): r
+        for (i, j), r in zip(table.atoms.tolist(), r0, strict=True)
+    }
 
 
 def _angle_values(system: System) -> dict[tuple[int, int, int], float]:
@@ -77,17 +117,21 @@ def find_constraints(system: System, mode: str, rigid_water: bool) -> Constraint
     """Constraints for ``mode`` in none | hbonds | allbonds | hangles, plus rigid waters.
 
     Distances are the equilibrium bond lengths (r0); H-X-H and H-O-X angles (hangles)
-    become 1-3 distances by the law of cosines, as in OpenMM.
+    become 1-3 distances by the law of cosines, as in OpenMM. A pair is constrained
+    once even when it is reached twice (a bond listed twice, a 1-3 pair that is also
+    a bond). Rigid waters (SETTLE) take their O-H and H-H distances from the bond
+    parameters (an H-O-H angle when there is no H-H bond); all must share one model.
 
     Raises:
-        TopologyError: a bond to constrain has no bond parameters.
+        TopologyError: a bond to constrain has no bond parameters, or waters differ.
     """
     z = system.atomic_numbers.tolist()
     lengths = _bond_lengths(system)
-    waters = find_waters(system) if rigid_water else torch.zeros(0, 3, dtype=torch.int64)
+    waters = (
+        find_waters(system) if rigid_water else torch.zeros(0, 3, dtype=torch.int64)
+    )
     in_water = set(waters.flatten().tolist())
-    pairs: list[tuple[int, int]] = []
-    dists: list[float] = []
+    chosen: dict[tuple[int, int], float] = {}
     if mode != "none":
         for i, j in system.bonds.tolist():
             if i in in_water and j in in_water:
@@ -100,39 +144,67 @@ def find_constraints(system: System, mode: str, rigid_water: bool) -> Constraint
                     f"cannot constrain bond {i}-{j} ({system.atom_names[i]}-"
                     f"{system.atom_names[j]}): it has no bond parameters (r0)"
                 )
-            pairs.append(key)
-            dists.append(lengths[key])
+            chosen[key] = lengths[key]
     if mode == "hangles":
-        angles = _angle_values(system)
-        for (i, j, k), theta in angles.items():
-            if i >= k or i in in_water:
+        for (i, j, k), theta in _angle_values(system).items():
+            if i >= k or i in in_water or (i, k) in chosen:
                 continue
             h_count = (z[i] == _HYDROGEN) + (z[k] == _HYDROGEN)
             if h_count == 2 or (h_count == 1 and z[j] == _OXYGEN):
                 a = lengths.get((min(i, j), max(i, j)))
                 b = lengths.get((min(j, k), max(j, k)))
                 if a is not None and b is not None:
-                    pairs.append((i, k))
-                    dists.append(math.sqrt(a * a + b * b - 2 * a * b * math.cos(theta)))
-    d_oh = d_hh = 0.0
-    if len(waters):
-        o, h1, h2 = waters[0].tolist()
-        oh = lengths.get((min(o, h1), max(o, h1)))
-        if oh is None:
-            raise TopologyError("rigid water needs O-H bond parameters, none found")
+                    chosen[(i, k)] = math.sqrt(
+                        a * a + b * b - 2 * a * b * math.cos(theta)
+                    )
+    return Constraints(
+        pairs=torch.tensor(list(chosen), dtype=torch.int64).reshape(-1, 2),
+        distances=torch.tensor(list(chosen.values()), dtype=torch.float64),
+        waters=waters,
+        water_distances=_water_distances(system, waters, lengths),
+    )
+
+
+def _water_distances(
+    system: System, waters: Tensor, lengths: dict[tuple[int, int], float]
+) -> tuple[float, float]:
+    """(d_OH, d_HH) shared by every rigid water, Å; (0, 0) without waters."""
+    if len(waters) == 0:
+        return 0.0, 0.0
+    angles = _angle_values(system)
+    found: list[tuple[float, float]] = []
+    for o, h1, h2 in waters.tolist():
+        oh = [lengths.get((min(o, h), max(o, h))) for h in (h1, h2)]
+        if oh[0] is None or oh[1] is None:
+            raise TopologyError(
+                f"rigid water {o}-{h1}-{h2} ({system.atom_names[o]}): no O-H bond "
+                "parameters; give the water bonds parameters or set rigid_water: false"
+            )
         hh = lengths.get((min(h1, h2), max(h1, h2)))
         if hh is None:
-            theta = _angle_values(system).get((h1, o, h2))
+            theta = angles.get((h1, o, h2))
             if theta is None:
-                raise TopologyError("rigid water needs an H-O-H angle or H-H bond parameter")
-            hh = 2.0 * oh * math.sin(theta / 2.0)
-        d_oh, d_hh = oh, hh
-    return Constraints(
-        pairs=torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2),
-        distances=torch.tensor(dists, dtype=torch.float64),
-        waters=waters,
-        water_distances=(d_oh, d_hh),
+                raise TopologyError(
+                    f"rigid water {o}-{h1}-{h2}: needs an H-H bond or H-O-H angle parameter"
+                )
+            hh = 2.0 * oh[0] * math.sin(theta / 2.0)
+        found += [(oh[0], hh), (oh[1], hh)]
+    first = found[0]
+    odd = next(
+        (
+            f
+            for f in found
+            if abs(f[0] - first[0]) > 1e-6 or abs(f[1] - first[1]) > 1e-6
+        ),
+        None,
     )
+    if odd is not None:
+        raise TopologyError(
+            f"rigid waters of different geometries (O-H {first[0]} Å / H-H {first[1]} Å and "
+            f"O-H {odd[0]} Å / H-H {odd[1]} Å); SETTLE needs one water model: use one, or "
+            "set rigid_water: false"
+        )
+    return first
 
 
 def repartition_hydrogen_mass(system: System, hydrogen_mass: float) -> System:
@@ -143,7 +215,11 @@ def repartition_hydrogen_mass(system: System, hydrogen_mass: float) -> System:
     in_water = set(find_waters(system).flatten().tolist())
     for i, j in system.bonds.tolist():
         for h, heavy in ((i, j), (j, i)):
-            if int(z[h]) == _HYDROGEN and int(z[heavy]) != _HYDROGEN and h not in in_water:
+            if (
+                int(z[h]) == _HYDROGEN
+                and int(z[heavy]) != _HYDROGEN
+                and h not in in_water
+            ):
                 delta = hydrogen_mass - float(masses[h])
                 masses[h] = hydrogen_mass
                 masses[heavy] -= delta

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import Tensor
 
 from torchmd_core.component import Component, ComponentConfig
+from torchmd_core.constraints import ConstraintProjector
 from torchmd_core.potential import Potential
 from torchmd_core.state import State
 from torchmd_core.system import System
@@ -38,6 +39,11 @@ class Integrator(Component, ABC):
     """
 
     Config: ClassVar[type[ComponentConfig]] = IntegratorConfig
+
+    #: Keeps the system's constraints satisfied, for the minimiser to use as well
+    #: (see :class:`~torchmd_core.constraints.ConstraintProjector`); None when the
+    #: integrator applies no constraints.
+    constraint_solver: ConstraintProjector | None = None
 
     def __init__(self, config: ComponentConfig, system: System) -> None:
         self.config = config

@@ -365,11 +365,17 @@ class Simulation:
         )
 
     def minimize(self, tolerance_kcal_mol_A: float = 0.24, max_iterations: int = 1000) -> State:
-        """Minimise the potential energy in place (L-BFGS); returns the new state."""
+        """Minimise the potential energy in place (L-BFGS); returns the new state.
+
+        The integrator's constraints (its ``constraint_solver``) stay satisfied.
+        """
         from torchmd_core.minimize import minimize
 
         with torch.no_grad():
-            self.state = minimize(self.potential, self.state, tolerance_kcal_mol_A, max_iterations)
+            self.state = minimize(
+                self.potential, self.state, tolerance_kcal_mol_A, max_iterations,
+                constraints=self.integrator.constraint_solver,
+            )
         return self.state
 
     # -- observations ---------------------------------------------------------------------------
