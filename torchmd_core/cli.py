@@ -229,13 +229,14 @@ def _check_forces_file(path: Path, overwrite: bool) -> None:
 
 def _energy_box(coordinates_box: Any, topology_box: Any) -> Any:
     """The box of ``tmd energy`` with a cutoff: the coordinate file's, else the
-    topology's. When both hold the same box to the coordinate file's precision (a PDB
-    CRYST1 rounds to 0.001 Å), the topology's exact one is used."""
+    topology's. When both hold the same lattice to the coordinate file's precision (a
+    PDB CRYST1 rounds to 0.001 Å), the topology's exact box is used."""
     import torch
 
-    if coordinates_box is None:
-        return topology_box
-    if topology_box is not None and torch.allclose(coordinates_box, topology_box, rtol=0.0, atol=5e-3):
+    if coordinates_box is None or topology_box is None:
+        return topology_box if coordinates_box is None else coordinates_box
+    m = coordinates_box @ torch.linalg.inv(topology_box)  # integer, det ±1 for one lattice
+    if torch.allclose(m, m.round(), rtol=0.0, atol=2e-4) and abs(abs(float(torch.linalg.det(m.round()))) - 1.0) < 1e-9:
         return topology_box
     return coordinates_box
 

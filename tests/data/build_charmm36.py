@@ -1,4 +1,8 @@
-"""A small CHARMM36 test system built with OpenMM's bundled charmm36.xml, and a psf of it.
+"""Build tests/data/peptide_charmm36: a CHARMM36 system from OpenMM's bundled charmm36.xml.
+
+Run from the repository root (once; the outputs are committed, building takes ~30 s):
+
+    python tests/data/build_charmm36.py
 
 ``build()`` makes a capped-free heptapeptide (NH3+ ... COO-) from the stored
 ``peptide_ff19sb`` structure, with a sodium ion next to the carboxylate and a chloride
@@ -15,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import DATA
+DATA = Path(__file__).resolve().parent
+OUT = DATA / "peptide_charmm36"
 
 
 def build(water: bool = False):
@@ -39,10 +44,13 @@ def build(water: bool = False):
     top.addBond(oxt, atoms["C"])
     n_term = {a.name: a for a in residues[0].atoms()}["N"]
     chain = top.addChain()
-    sod = top.addAtom("SOD", app.element.sodium, top.addResidue("SOD", chain))
-    cla = top.addAtom("CLA", app.element.chlorine, top.addResidue("CLA", chain))
+    top.addAtom("SOD", app.element.sodium, top.addResidue("SOD", chain))
+    top.addAtom("CLA", app.element.chlorine, top.addResidue("CLA", chain))
     sod_pos = oxt_pos + 0.25 * _unit(oxt_pos - c)
-    cla_pos = positions[n_term.index] + 0.35 * _unit(positions[n_term.index] - positions[atoms["CA"].index] * 0 - positions[{a.name: a for a in residues[0].atoms()}["CA"].index])
+    cla_pos = positions[n_term.index] + 0.35 * _unit(
+        positions[n_term.index]
+        - positions[{a.name: a for a in residues[0].atoms()}["CA"].index]
+    )
     positions = np.vstack([positions, oxt_pos, sod_pos, cla_pos])
     model = app.Modeller(top, [openmm.Vec3(*p) for p in positions] * u.nanometer)
     model.addHydrogens(ff)
@@ -81,27 +89,49 @@ def write_psf(path: Path, topology, system, types: list[str]) -> None:
     for i, j in bonds:
         partners[i].add(j)
         partners[j].add(i)
-    angles = [(i, j, k) for j in range(len(atoms)) for i in sorted(partners[j]) for k in sorted(partners[j]) if i < k]
+    angles = [
+        (i, j, k)
+        for j in range(len(atoms))
+        for i in sorted(partners[j])
+        for k in sorted(partners[j])
+        if i < k
+    ]
     dihedrals = [
-        (i, j, k, l)
+        (i, j, k, m)
         for j, k in bonds
         for i in sorted(partners[j] - {k})
-        for l in sorted(partners[k] - {j})
-        if i != l
+        for m in sorted(partners[k] - {j})
+        if i != m
     ]
     impropers, cmaps = [], []
     for force in system.getForces():
         if isinstance(force, openmm.CustomTorsionForce):
-            impropers = [tuple(force.getTorsionParameters(t)[:4]) for t in range(force.getNumTorsions())]
+            impropers = [
+                tuple(force.getTorsionParameters(t)[:4])
+                for t in range(force.getNumTorsions())
+            ]
         if isinstance(force, openmm.CMAPTorsionForce):
-            cmaps = [tuple(force.getTorsionParameters(t)[1:]) for t in range(force.getNumTorsions())]
-    lines = ["PSF CMAP", "", "       1 !NTITLE", "* CHARMM36 test system written by tests/plugins/amber/charmm36.py", ""]
+            cmaps = [
+                tuple(force.getTorsionParameters(t)[1:])
+                for t in range(force.getNumTorsions())
+            ]
+    lines = [
+        "PSF CMAP",
+        "",
+        "       1 !NTITLE",
+        "* CHARMM36 test system written by tests/data/build_charmm36.py",
+        "",
+    ]
     lines.append(f"{len(atoms):8d} !NATOM")
     for atom in atoms:
         q = nb.getParticleParameters(atom.index)[0]._value
         mass = system.getParticleMass(atom.index)._value
         res = atom.residue
-        segid = "PEP" if res.name not in ("SOD", "CLA", "HOH") else ("ION" if res.name != "HOH" else "WAT")
+        segid = (
+            "PEP"
+            if res.name not in ("SOD", "CLA", "HOH")
+            else ("ION" if res.name != "HOH" else "WAT")
+        )
         resname = "TIP3" if res.name == "HOH" else res.name
         name = {"HOH": {"O": "OH2"}}.get(res.name, {}).get(atom.name, atom.name)
         lines.append(
@@ -136,3 +166,21 @@ def write_psf(path: Path, topology, system, types: list[str]) -> None:
     lines.append("")
     section(cmaps, 8, 8, "NCRTERM: cross-terms")
     path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    topology, xyz, system, types = build()
+    OUT.mkdir(exist_ok=True)
+    write_psf(OUT / "peptide.psf", topology, system, types)
+    (OUT / "system.xml").write_text(openmm.XmlSerializer.serialize(system))
+    with (OUT / "structure.pdb").open("w") as fh:
+        app.PDBFile.writeFile(topology, xyz * unit.angstrom, fh, keepIds=True)
+    print(f"{len(xyz)} atoms written to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -58,7 +58,9 @@ def load_system(name: str) -> System:
         topology, parameters, _ = INPUTS[name]
         registry = default_registry()
         loader = registry.loader_for(DATA / topology, "topology")
-        _SYSTEMS[name] = loader.load_topology(DATA / topology, [DATA / p for p in parameters])
+        _SYSTEMS[name] = loader.load_topology(
+            DATA / topology, [DATA / p for p in parameters]
+        )
     return _SYSTEMS[name]
 
 
@@ -80,9 +82,13 @@ def potential_for(system: System, meta: dict) -> PotentialSum:
     return PotentialSum(terms, system=system)
 
 
-def reference_state(arrays: dict[str, np.ndarray], dtype: torch.dtype = torch.float64) -> State:
+def reference_state(
+    arrays: dict[str, np.ndarray], dtype: torch.dtype = torch.float64
+) -> State:
     box = torch.as_tensor(arrays["box"]) if "box" in arrays else None
-    return State.from_coordinates(torch.as_tensor(arrays["positions"]), box, dtype=dtype)
+    return State.from_coordinates(
+        torch.as_tensor(arrays["positions"]), box, dtype=dtype
+    )
 
 
 def energy_tolerance(energy: float) -> float:
@@ -115,7 +121,11 @@ def test_float32_agrees_with_float64_on_solvated_systems(name):
     potential = potential_for(load_system(name), meta)
     with torch.no_grad():
         e64 = float(potential.energy(reference_state(arrays))[0])
-        e32 = float(potential.to(torch.float32).energy(reference_state(arrays, torch.float32))[0])
+        e32 = float(
+            potential.to(torch.float32).energy(reference_state(arrays, torch.float32))[
+                0
+            ]
+        )
     assert abs(e32 - e64) <= 1e-5 * abs(e64)
 
 
@@ -124,7 +134,9 @@ def test_float32_agrees_with_float64_on_solvated_systems(name):
 
 def write_coor(path: Path, positions: np.ndarray) -> Path:
     """NAMD binary coordinates: int32 count, then float64 x y z (Å)."""
-    path.write_bytes(np.int32(len(positions)).tobytes() + positions.astype("<f8").tobytes())
+    path.write_bytes(
+        np.int32(len(positions)).tobytes() + positions.astype("<f8").tobytes()
+    )
     return path
 
 
@@ -133,22 +145,41 @@ CLI_CASES = [
     ("ala2_solv__rf_periodic", ["--cutoff", "9"]),
     ("ala2_solv__rf_periodic_switch", ["--cutoff", "9", "--switch-distance", "7.5"]),
     ("ala2_solv__rf_periodic_nodisp", ["--cutoff", "9", "--no-dispersion-correction"]),
-    ("ala2_solv__rf_periodic_eps50", ["--cutoff", "9", "--reaction-field-dielectric", "50"]),
+    (
+        "ala2_solv__rf_periodic_eps50",
+        ["--cutoff", "9", "--reaction-field-dielectric", "50"],
+    ),
     ("ala2_ljpair__rf_nonperiodic", ["--cutoff", "9"]),
     ("ala3__nocutoff", []),
     ("benzamidine__rf_nonperiodic", ["--cutoff", "9"]),
     ("waterbox__rf_periodic", ["--cutoff", "7", "--box", "15", "15", "15"]),
     ("peptide_ff19sb__nocutoff", []),
-    ("peptide_dodec__rf_periodic_switch", ["--cutoff", "9", "--switch-distance", "7.5"]),
+    (
+        "peptide_dodec__rf_periodic_switch",
+        ["--cutoff", "9", "--switch-distance", "7.5"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("reference", "flags"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.parametrize(
+    ("reference", "flags"), CLI_CASES, ids=[c[0] for c in CLI_CASES]
+)
 def test_tmd_energy_matches_openmm(reference, flags, tmp_path, capsys):
     arrays, meta = load_npz(REFERENCE / f"{reference}.npz")
     topology, parameters, coordinates = INPUTS[meta["system"]]
-    coordinate_file = DATA / coordinates if coordinates else write_coor(tmp_path / "x.coor", arrays["positions"])
-    argv = ["energy", str(DATA / topology), str(coordinate_file), "--json", "--forces", str(tmp_path / "f.npy")]
+    coordinate_file = (
+        DATA / coordinates
+        if coordinates
+        else write_coor(tmp_path / "x.coor", arrays["positions"])
+    )
+    argv = [
+        "energy",
+        str(DATA / topology),
+        str(coordinate_file),
+        "--json",
+        "--forces",
+        str(tmp_path / "f.npy"),
+    ]
     for p in parameters:
         argv += ["--parameters", str(DATA / p)]
     assert tmd(argv + flags) == 0
@@ -157,7 +188,9 @@ def test_tmd_energy_matches_openmm(reference, flags, tmp_path, capsys):
     assert out["n_atoms"] == meta["n_atoms"]
     extra = set(out["terms"]) - set(meta["terms"])
     assert set(meta["terms"]) <= set(out["terms"])
-    assert all(out["terms"][t] == 0.0 for t in extra), extra  # e.g. no dispersion correction without a box
+    assert all(out["terms"][t] == 0.0 for t in extra), (
+        extra
+    )  # e.g. no dispersion correction without a box
     total = float(arrays["energy_total"])
     assert abs(out["total"] - total) <= energy_tolerance(total)
     forces = np.load(tmp_path / "f.npy")
@@ -176,16 +209,22 @@ def test_dhfr_box_matches_openmm(mode, shared_data, tmp_path):
     openmm = pytest.importorskip("openmm")
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_reference", REFERENCE / "make_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_reference", REFERENCE / "make_reference.py"
+    )
     make_reference = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(make_reference)  # type: ignore[union-attr]
     built = make_reference.dhfr(make_reference.MODES[mode], shared_data)
-    data = make_reference.reference_from_built(built, "dhfr", make_reference.MODES[mode])
+    data = make_reference.reference_from_built(
+        built, "dhfr", make_reference.MODES[mode]
+    )
     xml = tmp_path / "dhfr.xml"
     xml.write_text(openmm.XmlSerializer.serialize(built.system))
     meta = json.loads(str(data["meta"]))
     registry = default_registry()
-    system = registry.loader_for(xml, "topology").load_topology(xml, [shared_data / "dhfr_5dfr" / "5dfr_solv-cube_equil.pdb"])
+    system = registry.loader_for(xml, "topology").load_topology(
+        xml, [shared_data / "dhfr_5dfr" / "5dfr_solv-cube_equil.pdb"]
+    )
     potential = potential_for(system, meta)
     state = reference_state({"positions": data["positions"], "box": data["box"]})
     with torch.no_grad():

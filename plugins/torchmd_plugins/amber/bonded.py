@@ -13,15 +13,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from torchmd_core import ConfigError, ParameterTable, Potential, PotentialConfig, State, System
+from torchmd_core import (
+    ConfigError,
+    ParameterTable,
+    Potential,
+    PotentialConfig,
+    State,
+    System,
+)
 from torchmd_core.units import COULOMB_KCAL_MOL_A
 from torchmd_plugins.amber import cmap, kernels
 
-__all__ = ["AmberBonded", "TERM_NAMES", "TermParameters"]
+__all__ = ["TERM_NAMES", "AmberBonded", "TermParameters"]
 
 #: The energy terms, in the order they are reported.
 TERM_NAMES = (
@@ -119,11 +125,15 @@ class AmberBonded(Potential):
             "harmonic_impropers, cmap, lj14, coulomb14. Energies in kcal/mol.",
         )
 
-    def __init__(self, config: Config | None = None, system: System | None = None) -> None:
+    def __init__(
+        self, config: Config | None = None, system: System | None = None
+    ) -> None:
         config = config if config is not None else self.Config()
         super().__init__(config, system)
         if system is None:
-            raise ValueError("AmberBonded needs the System whose bonded terms it evaluates")
+            raise ValueError(
+                "AmberBonded needs the System whose bonded terms it evaluates"
+            )
         available = [
             name
             for table_name, provides in _PROVIDES.items()
@@ -180,14 +190,21 @@ class AmberBonded(Potential):
     def _bonded_term(self, name: str, pos: Tensor, box: Tensor | None) -> Tensor:
         t = self._table(name)
         if name in ("bonds", "urey_bradley"):
-            return kernels.harmonic_bond_energy(pos, t.atoms, t.gathered("k"), t.gathered("r0"), box)
+            return kernels.harmonic_bond_energy(
+                pos, t.atoms, t.gathered("k"), t.gathered("r0"), box
+            )
         if name == "angles":
             return kernels.harmonic_angle_energy(
                 pos, t.atoms, t.gathered("k"), t.gathered("theta0"), box
             )
         if name in ("torsions", "impropers"):
             return kernels.periodic_torsion_energy(
-                pos, t.atoms, t.gathered("k"), t.gathered("phase"), t.gathered("periodicity"), box
+                pos,
+                t.atoms,
+                t.gathered("k"),
+                t.gathered("phase"),
+                t.gathered("periodicity"),
+                box,
             )
         if name == "harmonic_impropers":
             return kernels.harmonic_improper_energy(
@@ -203,7 +220,9 @@ class AmberBonded(Potential):
         r = kernels.pair_distances(pos, t.atoms, box)  # (R, n)
         out = {}
         if "lj14" in self._selected:
-            out["lj14"] = kernels.lj14_energy(r, t.gathered("sigma"), t.gathered("epsilon"))
+            out["lj14"] = kernels.lj14_energy(
+                r, t.gathered("sigma"), t.gathered("epsilon")
+            )
         if "coulomb14" in self._selected:
             q = self.charges
             qq = t.gathered("charge_scale") * q[t.atoms[:, 0]] * q[t.atoms[:, 1]]

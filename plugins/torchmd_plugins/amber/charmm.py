@@ -66,13 +66,19 @@ class CharmmParameterSet:
     type_numbers: dict[int, str] = field(default_factory=dict)
     commented_masses: dict[str, MassType] = field(default_factory=dict)
     bonds: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
-    angles: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
-    urey_bradley: dict[tuple[str, str, str], tuple[float, float] | None] = field(default_factory=dict)
+    angles: dict[tuple[str, str, str], tuple[float, float]] = field(
+        default_factory=dict
+    )
+    urey_bradley: dict[tuple[str, str, str], tuple[float, float] | None] = field(
+        default_factory=dict
+    )
     dihedrals: dict[Key4, list[tuple[float, int, float]]] = field(default_factory=dict)
     impropers: dict[Key4, tuple[float, float]] = field(default_factory=dict)
     cmaps: dict[tuple[str, ...], tuple[int, list[float]]] = field(default_factory=dict)
     lj: dict[str, LJType] = field(default_factory=dict)
-    nbfix: dict[tuple[str, str], tuple[float, float, float, float]] = field(default_factory=dict)
+    nbfix: dict[tuple[str, str], tuple[float, float, float, float]] = field(
+        default_factory=dict
+    )
     nbxmod: int = 5
     e14fac: float = 1.0
     files: list[str] = field(default_factory=list)
@@ -104,9 +110,16 @@ class CharmmParameterSet:
     def _mass(self, line: str, where: str) -> None:
         words = line.split()
         try:
-            atom_type = MassType(words[2], int(words[1]), float(words[3]), words[4] if len(words) > 4 else None)
+            atom_type = MassType(
+                words[2],
+                int(words[1]),
+                float(words[3]),
+                words[4] if len(words) > 4 else None,
+            )
         except (IndexError, ValueError):
-            raise InputFileError(f"{where}: cannot read MASS line {line!r} (expected MASS number type mass [element])") from None
+            raise InputFileError(
+                f"{where}: cannot read MASS line {line!r} (expected MASS number type mass [element])"
+            ) from None
         self.mass_types[atom_type.name] = atom_type
         self.type_numbers[atom_type.number] = atom_type.name
 
@@ -149,19 +162,30 @@ class CharmmParameterSet:
                 t1, t2, k, r0 = _fields(words, (str, str, float, float), where, "bond")
                 self.bonds[(min(t1, t2), max(t1, t2))] = (k, r0)
             elif section == "ANGLES":
-                t1, t2, t3, k, theta0 = _fields(words, (str, str, str, float, float), where, "angle")
+                t1, t2, t3, k, theta0 = _fields(
+                    words, (str, str, str, float, float), where, "angle"
+                )
                 key = (min(t1, t3), t2, max(t1, t3))
                 self.angles[key] = (k, theta0)
                 ub = None
                 if len(words) > 6:
-                    ub = _fields(words[5:7], (float, float), where, "Urey-Bradley")
-                self.urey_bradley[key] = ub  # type: ignore[assignment]
+                    ub_k, ub_r0 = _fields(
+                        words[5:7], (float, float), where, "Urey-Bradley"
+                    )
+                    ub = (ub_k, ub_r0)
+                self.urey_bradley[key] = ub
             elif section == "DIHEDRALS":
-                *types, k, n, phase = _fields(words, (str, str, str, str, float, float, float), where, "dihedral")
+                *types, k, n, phase = _fields(
+                    words, (str, str, str, str, float, float, float), where, "dihedral"
+                )
                 self._add_dihedral(_canonical4(types), (k, int(n), phase))
             elif section == "IMPROPER":
-                *types, k, psi0 = _fields(words, (str, str, str, str, float, float), where, "improper")
-                if len(words) > 6:  # k, multiplicity, psi0: OpenMM takes the last as psi0
+                *types, k, psi0 = _fields(
+                    words, (str, str, str, str, float, float), where, "improper"
+                )
+                if (
+                    len(words) > 6
+                ):  # k, multiplicity, psi0: OpenMM takes the last as psi0
                     psi0 = _fields(words[6:7], (float,), where, "improper")[0]
                 self.impropers[_canonical4(types)] = (k, psi0)
             elif section == "CMAP":
@@ -172,7 +196,9 @@ class CharmmParameterSet:
                         self._finish_cmap(cmap_key, cmap_size, cmap_data, where)
                     types = words[:8]
                     if len(words) < 9:
-                        raise InputFileError(f"{where}: cannot read CMAP header {line!r}") from None
+                        raise InputFileError(
+                            f"{where}: cannot read CMAP header {line!r}"
+                        ) from None
                     cmap_size = _fields(words[8:9], (int,), where, "CMAP resolution")[0]
                     cmap_key = cmap_type_key(types)
                     cmap_data = []
@@ -182,20 +208,33 @@ class CharmmParameterSet:
                 except (IndexError, ValueError):
                     if not read_first_nonbonded:
                         continue  # option lines before the first type
-                    raise InputFileError(f"{where}: cannot read NONBONDED line {line!r}") from None
+                    raise InputFileError(
+                        f"{where}: cannot read NONBONDED line {line!r}"
+                    ) from None
                 read_first_nonbonded = True
                 eps14, rmin14 = epsilon, rmin
                 if len(words) > 6:
-                    eps14, rmin14 = _fields(words[5:7], (float, float), where, "1-4 Lennard-Jones")
+                    eps14, rmin14 = _fields(
+                        words[5:7], (float, float), where, "1-4 Lennard-Jones"
+                    )
                 self.lj[words[0]] = LJType(epsilon, rmin, eps14, rmin14)
             elif section == "NBFIX":
-                t1, t2, emin, rmin = _fields(words, (str, str, float, float), where, "NBFIX")
+                t1, t2, emin, rmin = _fields(
+                    words, (str, str, float, float), where, "NBFIX"
+                )
                 emin14, rmin14 = abs(emin), rmin
                 if len(words) > 5:
-                    emin14, rmin14 = _fields(words[4:6], (float, float), where, "NBFIX 1-4")
+                    emin14, rmin14 = _fields(
+                        words[4:6], (float, float), where, "NBFIX 1-4"
+                    )
                     emin14 = abs(emin14)
                 if self._known(t1) and self._known(t2):
-                    self.nbfix[(min(t1, t2), max(t1, t2))] = (rmin, abs(emin), rmin14, emin14)
+                    self.nbfix[(min(t1, t2), max(t1, t2))] = (
+                        rmin,
+                        abs(emin),
+                        rmin14,
+                        emin14,
+                    )
         if cmap_key is not None:
             self._finish_cmap(cmap_key, cmap_size, cmap_data, lines.where(None))
 
@@ -208,10 +247,14 @@ class CharmmParameterSet:
                 try:
                     value = convert(words[words.index(option) + 1])
                 except (IndexError, ValueError):
-                    raise InputFileError(f"{where}: cannot read the {option} value") from None
+                    raise InputFileError(
+                        f"{where}: cannot read the {option} value"
+                    ) from None
                 if option == "NBXMOD":
                     if not -5 <= int(value) <= 5:
-                        raise InputFileError(f"{where}: NBXMOD must be within -5..5, got {value}")
+                        raise InputFileError(
+                            f"{where}: NBXMOD must be within -5..5, got {value}"
+                        )
                     self.nbxmod = int(value)
                 else:
                     self.e14fac = float(value)
@@ -224,7 +267,9 @@ class CharmmParameterSet:
                 return
         terms.append(term)
 
-    def _finish_cmap(self, key: tuple[str, ...], size: int, data: list[float], where: str) -> None:
+    def _finish_cmap(
+        self, key: tuple[str, ...], size: int, data: list[float], where: str
+    ) -> None:
         if size <= 0 or len(data) != size * size:
             raise InputFileError(
                 f"{where}: CMAP {'-'.join(key)} has {len(data)} values for a "
@@ -255,14 +300,18 @@ class CharmmParameterSet:
             section.append((number, line))
 
     # -- look-ups ---------------------------------------------------------------------------------
-    def dihedral_terms(self, types: Sequence[str]) -> tuple[Key4, list[tuple[float, int, float]]] | None:
+    def dihedral_terms(
+        self, types: Sequence[str]
+    ) -> tuple[Key4, list[tuple[float, int, float]]] | None:
         return match_with_wildcards(types, self.dihedrals)
 
     def improper(self, types: Sequence[str]) -> tuple[Key4, tuple[float, float]] | None:
         return match_with_wildcards(types, self.impropers)
 
 
-def match_with_wildcards(types: Sequence[str], table: dict[Key4, T]) -> tuple[Key4, T] | None:
+def match_with_wildcards(
+    types: Sequence[str], table: dict[Key4, T]
+) -> tuple[Key4, T] | None:
     """The parameters of a dihedral or improper, OpenMM's way: the exact types, then
     with 1, 2 and 3 wildcards ``X`` in every combination of positions (in
     ``itertools.combinations`` order), each in either direction. None if nothing matches."""
@@ -307,7 +356,9 @@ def _section_header(line: str) -> tuple[bool, str | None]:
 
 def _fields(words: Sequence[str], kinds: Sequence[type], where: str, what: str) -> list:  # type: ignore[type-arg]
     if len(words) < len(kinds):
-        raise InputFileError(f"{where}: cannot read {what} parameters from {' '.join(words)!r}: too few fields")
+        raise InputFileError(
+            f"{where}: cannot read {what} parameters from {' '.join(words)!r}: too few fields"
+        )
     try:
         return [kind(w) for kind, w in zip(kinds, words, strict=False)]
     except ValueError:
@@ -337,13 +388,21 @@ def file_kind(path: Path) -> str:
     )
 
 
-_COMMENTED_MASS = re.compile(r"^\s*!\s*MASS\s+(-?\d+)\s+(\S+)\s+([-+0-9.eE]+)(?:\s+([A-Za-z]{1,2})\b)?", re.IGNORECASE)
+_COMMENTED_MASS = re.compile(
+    r"^\s*!\s*MASS\s+(-?\d+)\s+(\S+)\s+([-+0-9.eE]+)(?:\s+([A-Za-z]{1,2})\b)?",
+    re.IGNORECASE,
+)
 
 
 class _Lines:
     """The lines of a CHARMM file with comments (``!``) removed, numbered from 1."""
 
-    def __init__(self, path: Path, lines: list[tuple[int, str]], commented_masses: dict[str, MassType]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        lines: list[tuple[int, str]],
+        commented_masses: dict[str, MassType],
+    ) -> None:
         self.path = path
         self.lines = lines
         self.commented_masses = commented_masses
@@ -353,13 +412,17 @@ class _Lines:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as err:
-            raise InputFileError(f"cannot read CHARMM file '{path}': {err.strerror}") from None
+            raise InputFileError(
+                f"cannot read CHARMM file '{path}': {err.strerror}"
+            ) from None
         lines, masses = [], {}
         for number, line in enumerate(text.splitlines(), start=1):
             match = _COMMENTED_MASS.match(line)
             if match:
                 number_, name, mass, element = match.groups()
-                masses[name.upper()] = MassType(name.upper(), int(number_), float(mass), element)
+                masses[name.upper()] = MassType(
+                    name.upper(), int(number_), float(mass), element
+                )
             lines.append((number, line.split("!", 1)[0]))
         return cls(path, lines, masses)
 

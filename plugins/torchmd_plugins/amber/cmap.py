@@ -53,7 +53,12 @@ def periodic_spline_derivative_matrix(
 
 
 # Hermite basis of one cell on [0, 1]: p(t) = [1 t t² t³] @ _HERMITE @ [p0, p1, p'0, p'1].
-_HERMITE = ((1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0), (-3.0, 3.0, -2.0, -1.0), (2.0, -2.0, 1.0, 1.0))
+_HERMITE = (
+    (1.0, 0.0, 0.0, 0.0),
+    (0.0, 0.0, 1.0, 0.0),
+    (-3.0, 3.0, -2.0, -1.0),
+    (2.0, -2.0, 1.0, 1.0),
+)
 
 
 def cmap_coefficients(grid: Tensor) -> Tensor:

@@ -42,7 +42,7 @@ from torchmd_core import (
     TopologyLoader,
 )
 from torchmd_core.geometry import box_from_lengths_angles, reduce_box
-from torchmd_plugins.amber.tables import pair_tensor
+from torchmd_plugins.amber.tables import check_file, pair_tensor
 
 __all__ = [
     "AmberRestartLoader",
@@ -76,12 +76,20 @@ def box_from_vectors(vectors: Any) -> torch.Tensor | None:
         return None
 
     def angle(u: np.ndarray, w: np.ndarray) -> float:
-        return math.degrees(math.acos(float(np.clip(u @ w / np.linalg.norm(u) / np.linalg.norm(w), -1, 1))))
+        return math.degrees(
+            math.acos(
+                float(np.clip(u @ w / np.linalg.norm(u) / np.linalg.norm(w), -1, 1))
+            )
+        )
 
-    return box_from_lengths_angles(*lengths, angle(v[1], v[2]), angle(v[0], v[2]), angle(v[0], v[1]))
+    return box_from_lengths_angles(
+        *lengths, angle(v[1], v[2]), angle(v[0], v[2]), angle(v[0], v[1])
+    )
 
 
-def _box_from_cell(lengths: Sequence[float], angles: Sequence[float]) -> torch.Tensor | None:
+def _box_from_cell(
+    lengths: Sequence[float], angles: Sequence[float]
+) -> torch.Tensor | None:
     if len(lengths) < 3 or min(lengths[:3]) <= 0:
         return None
     return box_from_lengths_angles(*lengths[:3], *angles[:3])
@@ -92,10 +100,8 @@ def _box_from_cell(lengths: Sequence[float], angles: Sequence[float]) -> torch.T
 
 def read_pdb_coordinates(path: Path) -> Coordinates:
     """Positions (first model) and CRYST1 box of a PDB file, parsed in float64."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as err:
-        raise InputFileError(f"cannot read PDB file '{path}': {err.strerror}") from None
+    check_file(path, "PDB file")
+    lines = path.read_text(errors="replace").splitlines()
     rows: list[tuple[float, float, float]] = []
     box = None
     for number, line in enumerate(lines, start=1):
@@ -105,12 +111,16 @@ def read_pdb_coordinates(path: Path) -> Coordinates:
                 cell = [float(line[6 + 9 * k : 15 + 9 * k]) for k in range(3)]
                 angles = [float(line[33 + 7 * k : 40 + 7 * k]) for k in range(3)]
             except ValueError:
-                raise InputFileError(f"'{path}' line {number}: malformed CRYST1 record") from None
+                raise InputFileError(
+                    f"'{path}' line {number}: malformed CRYST1 record"
+                ) from None
             if cell != [1.0, 1.0, 1.0]:  # a 1 Å cube is the PDB's "not a crystal"
                 box = _box_from_cell(cell, angles)
         elif record in ("ATOM  ", "HETATM") or record.startswith(("ATOM", "HETATM")):
             try:
-                rows.append((float(line[30:38]), float(line[38:46]), float(line[46:54])))
+                rows.append(
+                    (float(line[30:38]), float(line[38:46]), float(line[46:54]))
+                )
             except ValueError:
                 raise InputFileError(
                     f"'{path}' line {number}: cannot read x, y, z from columns 31-54 of "
@@ -132,6 +142,7 @@ class PdbLoader(TopologyLoader, CoordinateLoader):
     extensions: ClassVar[tuple[str, ...]] = ("pdb", "ent")
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
+        check_file(path, "coordinate file")
         return read_pdb_coordinates(path)
 
     def load_topology(self, path: Path, parameters: Sequence[Path] = ()) -> System:
@@ -150,24 +161,39 @@ def system_from_pdb(path: Path) -> System:
     """
     import mdtraj
 
+    check_file(path, "PDB file")
     try:
         top = mdtraj.load_topology(str(path))
     except Exception as err:  # mdtraj raises many types for malformed files
-        raise InputFileError(f"cannot read PDB topology '{path}': {type(err).__name__}: {err}") from None
+        raise InputFileError(
+            f"cannot read PDB topology '{path}': {type(err).__name__}: {err}"
+        ) from None
     atoms = list(top.atoms)
     residues = tuple(
-        Residue(r.name, int(r.resSeq), chr(ord("A") + r.chain.index % 26), r.segment_id or "")
+        Residue(
+            r.name,
+            int(r.resSeq),
+            chr(ord("A") + r.chain.index % 26),
+            r.segment_id or "",
+        )
         for r in top.residues
     )
     z = [a.element.atomic_number if a.element is not None else 0 for a in atoms]
-    masses = [a.element.mass if a.element is not None and a.element.mass else 0.0 for a in atoms]
+    masses = [
+        a.element.mass if a.element is not None and a.element.mass else 0.0
+        for a in atoms
+    ]
     return System(
         masses=torch.as_tensor(masses, dtype=torch.float64),
         charges=torch.zeros(len(atoms), dtype=torch.float64),
         atomic_numbers=torch.as_tensor(z, dtype=torch.int64),
         atom_names=tuple(a.name for a in atoms),
-        atom_types=tuple(a.element.symbol if a.element is not None else "" for a in atoms),
-        residue_index=torch.as_tensor([a.residue.index for a in atoms], dtype=torch.int64),
+        atom_types=tuple(
+            a.element.symbol if a.element is not None else "" for a in atoms
+        ),
+        residue_index=torch.as_tensor(
+            [a.residue.index for a in atoms], dtype=torch.int64
+        ),
         residues=residues,
         bonds=pair_tensor((b[0].index, b[1].index) for b in top.bonds),
         exclusions=torch.zeros(0, 2, dtype=torch.int64),
@@ -185,13 +211,18 @@ class CifLoader(CoordinateLoader):
     extensions: ClassVar[tuple[str, ...]] = ("cif", "mmcif", "pdbx")
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
+        check_file(path, "coordinate file")
         import parmed
 
         try:
             structure = parmed.formats.CIFFile.parse(str(path))
         except Exception as err:  # parmed raises many types for malformed files
-            raise InputFileError(f"cannot read mmCIF file '{path}': {type(err).__name__}: {err}") from None
-        coords = structure.get_coordinates(0) if structure.coordinates is not None else None
+            raise InputFileError(
+                f"cannot read mmCIF file '{path}': {type(err).__name__}: {err}"
+            ) from None
+        coords = (
+            structure.get_coordinates(0) if structure.coordinates is not None else None
+        )
         if coords is None or len(coords) == 0:
             raise InputFileError(f"mmCIF file '{path}' has no atom coordinates")
         box = None
@@ -211,9 +242,17 @@ class AmberRestartLoader(CoordinateLoader):
     class Config(LoaderConfig):
         kind: Literal["inpcrd"] = "inpcrd"
 
-    extensions: ClassVar[tuple[str, ...]] = ("inpcrd", "rst7", "rst", "restrt", "ncrst", "crd7")
+    extensions: ClassVar[tuple[str, ...]] = (
+        "inpcrd",
+        "rst7",
+        "rst",
+        "restrt",
+        "ncrst",
+        "crd7",
+    )
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
+        check_file(path, "coordinate file")
         import parmed
 
         try:
@@ -223,7 +262,9 @@ class AmberRestartLoader(CoordinateLoader):
             raise InputFileError(
                 f"cannot read AMBER restart '{path}': {type(err).__name__}: {err}"
             ) from None
-        coordinates = coordinates.reshape(-1, coordinates.shape[-1] if coordinates.ndim > 1 else 3)
+        coordinates = coordinates.reshape(
+            -1, coordinates.shape[-1] if coordinates.ndim > 1 else 3
+        )
         velocities = getattr(restart, "velocities", None)
         box_values = getattr(restart, "box", None)
         box = None
@@ -248,8 +289,10 @@ class CharmmCrdLoader(CoordinateLoader):
     extensions: ClassVar[tuple[str, ...]] = ("crd", "cor")
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
+        check_file(path, "coordinate file")
         from parmed.charmm import CharmmCrdFile
 
+        _check_crd_has_atom_count(path)  # parmed loops forever on files without one
         try:
             crd = CharmmCrdFile(str(path))
             coordinates = np.asarray(crd.coordinates, dtype=np.float64)
@@ -258,6 +301,26 @@ class CharmmCrdLoader(CoordinateLoader):
                 f"cannot read CHARMM coordinate file '{path}': {type(err).__name__}: {err}"
             ) from None
         return Coordinates(_positions(coordinates, path))
+
+
+def _check_crd_has_atom_count(path: Path) -> None:
+    """Raise InputFileError unless a line follows the title as parmed reads it (the
+    first non-blank line, then lines starting with '*')."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError as err:
+        raise InputFileError(
+            f"cannot read coordinate file '{path}': {err.strerror}"
+        ) from None
+    filled = [i for i, line in enumerate(lines) if line]
+    i = filled[0] + 1 if filled else len(lines)
+    while i < len(lines) and lines[i].startswith("*"):
+        i += 1
+    if not any(lines[i:]):
+        raise InputFileError(
+            f"CHARMM coordinate file '{path}' has no atom count after its title; the file "
+            "is empty or truncated"
+        )
 
 
 # -- NAMD/ACEMD binary coor ----------------------------------------------------------------------
@@ -276,9 +339,13 @@ def read_xsc_box(path: Path) -> torch.Tensor | None:
         try:
             values = [float(v) for v in fields[1:10]]
         except ValueError:
-            raise InputFileError(f"'{path}' line {number}: box vectors are not numbers") from None
+            raise InputFileError(
+                f"'{path}' line {number}: box vectors are not numbers"
+            ) from None
         if len(values) < 9:
-            raise InputFileError(f"'{path}' line {number}: expected 'step ax ay az bx by bz cx cy cz ...'")
+            raise InputFileError(
+                f"'{path}' line {number}: expected 'step ax ay az bx by bz cx cy cz ...'"
+            )
         return box_from_vectors(values)
     raise InputFileError(f"box file '{path}' holds no box line")
 
@@ -292,10 +359,13 @@ class NamdCoorLoader(CoordinateLoader):
     extensions: ClassVar[tuple[str, ...]] = ("coor", "namdbin")
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
+        check_file(path, "coordinate file")
         try:
             raw = path.read_bytes()
         except OSError as err:
-            raise InputFileError(f"cannot read coordinate file '{path}': {err.strerror}") from None
+            raise InputFileError(
+                f"cannot read coordinate file '{path}': {err.strerror}"
+            ) from None
         positions = None
         for order in ("<", ">"):
             if len(raw) >= 4:
@@ -329,13 +399,18 @@ class MdtrajFrameLoader(CoordinateLoader):
     )  # fmt: skip
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
+        check_file(path, "coordinate file")
         import mdtraj
 
         xyz_nm, vectors_nm = None, None
         suffix = path.suffix.lower().lstrip(".")
         try:
             if suffix in ("xtc", "trr"):
-                opener = mdtraj.formats.XTCTrajectoryFile if suffix == "xtc" else mdtraj.formats.TRRTrajectoryFile
+                opener = (
+                    mdtraj.formats.XTCTrajectoryFile
+                    if suffix == "xtc"
+                    else mdtraj.formats.TRRTrajectoryFile
+                )
                 with opener(str(path)) as fh:
                     frame = fh.read(n_frames=1)
                 xyz_nm, vectors_nm = frame[0], frame[3]
@@ -344,7 +419,11 @@ class MdtrajFrameLoader(CoordinateLoader):
                     xyz, lengths, angles = fh.read(n_frames=1)
                 return self._from_angstrom(path, xyz, lengths, angles)
             else:
-                top = None if system is None or suffix in ("gro", "h5", "lh5", "hdf5") else system.topology
+                top = (
+                    None
+                    if system is None or suffix in ("gro", "h5", "lh5", "hdf5")
+                    else system.topology
+                )
                 traj = mdtraj.load_frame(str(path), 0, top=top)
                 xyz_nm = traj.xyz
                 vectors_nm = traj.unitcell_vectors

@@ -39,6 +39,7 @@ from torchmd_core import (
 from torchmd_core.geometry import box_from_lengths_angles
 from torchmd_plugins.amber.tables import (
     TableBuilder,
+    check_file,
     cmap_table,
     element_from_mass,
     pair_tensor,
@@ -67,6 +68,7 @@ def read_gromacs_top(path: Path, parameters: Sequence[Path] = ()) -> System:
     (their folders are searched for ``#include``), besides GMXLIB."""
     from parmed.gromacs import GromacsTopologyFile
 
+    check_file(path, "GROMACS topology")
     includes = []
     for p in parameters:
         p = Path(p)
@@ -74,15 +76,21 @@ def read_gromacs_top(path: Path, parameters: Sequence[Path] = ()) -> System:
     try:
         kwargs: dict[str, Any] = {}
         if includes or os.environ.get("GMXLIB"):
-            kwargs["includes"] = includes + ([os.environ["GMXLIB"]] if os.environ.get("GMXLIB") else [])
+            kwargs["includes"] = includes + (
+                [os.environ["GMXLIB"]] if os.environ.get("GMXLIB") else []
+            )
         top = GromacsTopologyFile(str(path), **kwargs)
     except FileNotFoundError as err:
         raise InputFileError(
             f"GROMACS topology '{path}': {err}. Set GMXLIB or pass the folder holding the "
             "included force-field files as a parameter file"
         ) from None
-    except Exception as err:  # parmed raises many types for malformed or unparametrised files
-        raise InputFileError(f"cannot read GROMACS topology '{path}': {type(err).__name__}: {err}") from None
+    except (
+        Exception
+    ) as err:  # parmed raises many types for malformed or unparametrised files
+        raise InputFileError(
+            f"cannot read GROMACS topology '{path}': {type(err).__name__}: {err}"
+        ) from None
     return system_from_structure(top, path)
 
 
@@ -102,14 +110,24 @@ class _StructureReader:
                 f"'{path}' has {len(structure.rb_torsions)} Ryckaert-Bellemans torsions "
                 "(dihedral funct 3), which are not supported"
             )
-        for kind in ("trigonal_angles", "out_of_plane_bends", "pi_torsions", "stretch_bends", "torsion_torsions"):
+        for kind in (
+            "trigonal_angles",
+            "out_of_plane_bends",
+            "pi_torsions",
+            "stretch_bends",
+            "torsion_torsions",
+        ):
             items = getattr(structure, kind, None)
             if items is not None and len(items):
-                raise TopologyError(f"'{path}' has {kind.replace('_', ' ')}, which are not supported")
+                raise TopologyError(
+                    f"'{path}' has {kind.replace('_', ' ')}, which are not supported"
+                )
 
     def _missing(self, what: str, atoms: Sequence[Any]) -> TopologyError:
         label = "-".join(f"{a.idx + 1} {a.name} ({a.type})" for a in atoms)
-        return TopologyError(f"'{self.path}': no parameters for the {what} of atoms {label}")
+        return TopologyError(
+            f"'{self.path}': no parameters for the {what} of atoms {label}"
+        )
 
     def _name(self, atoms: Sequence[Any]) -> str:
         return "-".join(str(a.type) for a in atoms)
@@ -122,7 +140,12 @@ class _StructureReader:
             if b.type is None:
                 raise self._missing("bond", (b.atom1, b.atom2))
             values = (float(b.type.k), float(b.type.req))
-            table.add((b.atom1.idx, b.atom2.idx), (id(b.type), values), values, self._name((b.atom1, b.atom2)))
+            table.add(
+                (b.atom1.idx, b.atom2.idx),
+                (id(b.type), values),
+                values,
+                self._name((b.atom1, b.atom2)),
+            )
         return table, graph
 
     def angles(self) -> tuple[TableBuilder, TableBuilder]:
@@ -132,13 +155,23 @@ class _StructureReader:
                 raise self._missing("angle", (a.atom1, a.atom2, a.atom3))
             values = (float(a.type.k), math.radians(float(a.type.theteq)))
             atoms = (a.atom1.idx, a.atom2.idx, a.atom3.idx)
-            angles.add(atoms, (id(a.type), values), values, self._name((a.atom1, a.atom2, a.atom3)))
+            angles.add(
+                atoms,
+                (id(a.type), values),
+                values,
+                self._name((a.atom1, a.atom2, a.atom3)),
+            )
         ub = TableBuilder(2, ("k", "r0"))
         for u in self.s.urey_bradleys:
             if u.type is None:
                 raise self._missing("Urey-Bradley term", (u.atom1, u.atom2))
             values = (float(u.type.k), float(u.type.req))
-            ub.add((u.atom1.idx, u.atom2.idx), (id(u.type), values), values, self._name((u.atom1, u.atom2)))
+            ub.add(
+                (u.atom1.idx, u.atom2.idx),
+                (id(u.type), values),
+                values,
+                self._name((u.atom1, u.atom2)),
+            )
         return angles, ub
 
     def dihedrals(self) -> tuple[TableBuilder, TableBuilder, TableBuilder]:
@@ -151,8 +184,14 @@ class _StructureReader:
             terms = list(d.type) if hasattr(d.type, "__iter__") else [d.type]
             target = impropers if d.improper else torsions
             for t in terms:
-                values = (float(t.phi_k), math.radians(float(t.phase)), float(round(float(t.per))))
-                target.add(tuple(a.idx for a in atoms), values, values, self._name(atoms))
+                values = (
+                    float(t.phi_k),
+                    math.radians(float(t.phase)),
+                    float(round(float(t.per))),
+                )
+                target.add(
+                    tuple(a.idx for a in atoms), values, values, self._name(atoms)
+                )
         harmonic = TableBuilder(4, ("k", "psi0"))
         for imp in self.s.impropers:
             atoms = (imp.atom1, imp.atom2, imp.atom3, imp.atom4)
@@ -165,14 +204,25 @@ class _StructureReader:
     def cmaps(self) -> Any:
         atoms, maps, grids, index = [], [], [], {}
         for c in self.s.cmaps:
-            octet = (c.atom1, c.atom2, c.atom3, c.atom4, c.atom2, c.atom3, c.atom4, c.atom5)
+            octet = (
+                c.atom1,
+                c.atom2,
+                c.atom3,
+                c.atom4,
+                c.atom2,
+                c.atom3,
+                c.atom4,
+                c.atom5,
+            )
             if c.type is None:
                 raise self._missing("CMAP", octet)
             key = id(c.type)
             if key not in index:
                 res = int(c.type.resolution)
                 index[key] = len(grids)
-                grids.append(np.asarray(list(c.type.grid), dtype=np.float64).reshape(res, res))
+                grids.append(
+                    np.asarray(list(c.type.grid), dtype=np.float64).reshape(res, res)
+                )
             atoms.append(tuple(a.idx for a in octet))
             maps.append(index[key])
         return cmap_table(atoms, maps, grids) if atoms else None
@@ -183,7 +233,11 @@ class _StructureReader:
         for p in self.s.adjusts:
             if p.type is None:
                 raise self._missing("1-4 pair", (p.atom1, p.atom2))
-            values = (float(p.type.chgscale), float(p.type.rmin) * _SIGMA_FROM_RMIN, float(p.type.epsilon))
+            values = (
+                float(p.type.chgscale),
+                float(p.type.rmin) * _SIGMA_FROM_RMIN,
+                float(p.type.epsilon),
+            )
             i, j = p.atom1.idx, p.atom2.idx
             table.add((i, j), values, values, self._name((p.atom1, p.atom2)))
             listed.add((min(i, j), max(i, j)))
@@ -214,7 +268,10 @@ class _StructureReader:
                 if fix is not None:
                     s, e = float(fix[0]) * _SIGMA_FROM_RMIN, float(fix[1])
                 elif geometric:
-                    s, e = math.sqrt(sigma[i] * sigma[j]), math.sqrt(epsilon[i] * epsilon[j])
+                    s, e = (
+                        math.sqrt(sigma[i] * sigma[j]),
+                        math.sqrt(epsilon[i] * epsilon[j]),
+                    )
                 else:
                     continue
                 mask[i, j] = True
@@ -222,7 +279,9 @@ class _StructureReader:
                 c12[i, j] = c6[i, j] * s**6
         has = bool(mask.any())
         return NonbondedParameters(
-            lj_types=torch.as_tensor([order[str(a.type)] for a in self.atoms], dtype=torch.int64),
+            lj_types=torch.as_tensor(
+                [order[str(a.type)] for a in self.atoms], dtype=torch.int64
+            ),
             sigma=torch.as_tensor(sigma),
             epsilon=torch.as_tensor(epsilon),
             type_names=tuple(names),
@@ -258,19 +317,29 @@ class _StructureReader:
         for a in self.atoms:
             for b in getattr(a, "exclusion_partners", []):
                 excluded.add((min(a.idx, b.idx), max(a.idx, b.idx)))
-        residues = tuple(Residue(r.name, int(r.number), (r.chain or "A")[:1], r.segid or "") for r in self.s.residues)
+        residues = tuple(
+            Residue(r.name, int(r.number), (r.chain or "A")[:1], r.segid or "")
+            for r in self.s.residues
+        )
         box = None
         if self.s.box is not None:
             box = box_from_lengths_angles(*[float(x) for x in self.s.box[:6]])
         masses = [float(a.mass) for a in self.atoms]
-        z = [int(a.atomic_number) if int(a.atomic_number) > 0 else element_from_mass(m) for a, m in zip(self.atoms, masses, strict=True)]
+        z = [
+            int(a.atomic_number) if int(a.atomic_number) > 0 else element_from_mass(m)
+            for a, m in zip(self.atoms, masses, strict=True)
+        ]
         return System(
             masses=torch.as_tensor(masses, dtype=torch.float64),
-            charges=torch.as_tensor([float(a.charge) for a in self.atoms], dtype=torch.float64),
+            charges=torch.as_tensor(
+                [float(a.charge) for a in self.atoms], dtype=torch.float64
+            ),
             atomic_numbers=torch.as_tensor(z, dtype=torch.int64),
             atom_names=tuple(a.name for a in self.atoms),
             atom_types=tuple(str(a.type) for a in self.atoms),
-            residue_index=torch.as_tensor([a.residue.idx for a in self.atoms], dtype=torch.int64),
+            residue_index=torch.as_tensor(
+                [a.residue.idx for a in self.atoms], dtype=torch.int64
+            ),
             residues=residues,
             bonds=pair_tensor(graph),
             exclusions=pair_tensor(excluded),

@@ -62,7 +62,11 @@ def harmonic_bond_energy(
 
 
 def harmonic_angle_energy(
-    positions: Tensor, triples: Tensor, k: Tensor, theta0: Tensor, box: Tensor | None = None
+    positions: Tensor,
+    triples: Tensor,
+    k: Tensor,
+    theta0: Tensor,
+    box: Tensor | None = None,
 ) -> Tensor:
     """Σ k (θ − θ0)² over angles i-j-k.
 
@@ -131,7 +135,9 @@ def harmonic_improper_energy(
     return (k * wrap_angle(psi - psi0).square()).sum(dim=-1)
 
 
-def pair_distances(positions: Tensor, pairs: Tensor, box: Tensor | None = None) -> Tensor:
+def pair_distances(
+    positions: Tensor, pairs: Tensor, box: Tensor | None = None
+) -> Tensor:
     """(R, n) distances of atom pairs, Å (minimum image with a box)."""
     d = positions[:, pairs[:, 1]] - positions[:, pairs[:, 0]]
     d = minimum_image(d, None if box is None else box[:, None])
@@ -153,7 +159,9 @@ def lj14_energy(r: Tensor, sigma: Tensor, epsilon: Tensor) -> Tensor:
     return (4.0 * epsilon * (s6 * s6 - s6)).sum(dim=-1)
 
 
-def coulomb14_energy(r: Tensor, charge_products: Tensor, coulomb_constant: float) -> Tensor:
+def coulomb14_energy(
+    r: Tensor, charge_products: Tensor, coulomb_constant: float
+) -> Tensor:
     """Σ C q_i q_j s / r over 1-4 pairs (plain Coulomb: no cutoff, no reaction field).
 
     Args:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -52,6 +53,7 @@ from torchmd_core import (
 )
 from torchmd_plugins.amber.tables import (
     TableBuilder,
+    check_file,
     cmap_table,
     element_from_mass,
     pair_tensor,
@@ -82,6 +84,7 @@ class OpenMMXmlLoader(TopologyLoader):
 
 def read_openmm_xml(path: Path, parameters: Sequence[Path] = ()) -> System:
     """A System from an OpenMM System XML and (optionally) a PDB among ``parameters``."""
+    check_file(path, "OpenMM System XML")
     pdbs = [Path(p) for p in parameters if Path(p).suffix.lower() in (".pdb", ".ent")]
     others = [Path(p) for p in parameters if Path(p) not in pdbs]
     if others or len(pdbs) > 1:
@@ -90,6 +93,8 @@ def read_openmm_xml(path: Path, parameters: Sequence[Path] = ()) -> System:
             f"file (for atom names and residues), got: {', '.join(p.name for p in parameters)}"
         )
     pdb = pdbs[0] if pdbs else _sibling_pdb(path)
+    if pdb is not None:
+        check_file(pdb, "PDB file")
     return _XmlReader(path, _parse(path), pdb).system()
 
 
@@ -139,7 +144,9 @@ class _XmlReader:
         self.masses = []
         for i, p in enumerate(particles.findall("Particle")):
             if len(p):
-                raise TopologyError(f"'{path}': particle {i} is a virtual site ({p[0].tag}), which is not supported")
+                raise TopologyError(
+                    f"'{path}': particle {i} is a virtual site ({p[0].tag}), which is not supported"
+                )
             self.masses.append(self._float(p, "mass"))
         self.n_atoms = len(self.masses)
         self.forces = [f for f in root.iter("Force")]
@@ -147,7 +154,9 @@ class _XmlReader:
             "HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "CMAPTorsionForce",
             "CustomTorsionForce", "NonbondedForce", "CustomNonbondedForce", "CustomBondForce"})  # fmt: skip
         if unknown:
-            raise TopologyError(f"'{path}' has forces that are not supported: {', '.join(unknown)}")
+            raise TopologyError(
+                f"'{path}' has forces that are not supported: {', '.join(unknown)}"
+            )
 
     # -- small helpers ---------------------------------------------------------------------
     def _float(self, element: ET.Element, name: str) -> float:
@@ -155,7 +164,9 @@ class _XmlReader:
         try:
             return float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise InputFileError(f"'{self.path}': <{element.tag}> attribute {name}={value!r} is not a number") from None
+            raise InputFileError(
+                f"'{self.path}': <{element.tag}> attribute {name}={value!r} is not a number"
+            ) from None
 
     def _atoms(self, element: ET.Element, names: Sequence[str]) -> tuple[int, ...]:
         atoms = []
@@ -163,9 +174,13 @@ class _XmlReader:
             try:
                 a = int(element.get(name))  # type: ignore[arg-type]
             except (TypeError, ValueError):
-                raise InputFileError(f"'{self.path}': <{element.tag}> lacks an atom index {name}") from None
+                raise InputFileError(
+                    f"'{self.path}': <{element.tag}> lacks an atom index {name}"
+                ) from None
             if not 0 <= a < self.n_atoms:
-                raise InputFileError(f"'{self.path}': <{element.tag}> atom {a} outside 0..{self.n_atoms - 1}")
+                raise InputFileError(
+                    f"'{self.path}': <{element.tag}> atom {a} outside 0..{self.n_atoms - 1}"
+                )
             atoms.append(a)
         return tuple(atoms)
 
@@ -174,19 +189,35 @@ class _XmlReader:
 
     def _per_item_parameters(self, force: ET.Element, section: str) -> list[str]:
         params = force.find(section)
-        return [] if params is None else [p.get("name", "") for p in params.findall("Parameter")]
+        return (
+            []
+            if params is None
+            else [p.get("name", "") for p in params.findall("Parameter")]
+        )
 
     def _params(self, item: ET.Element, names: list[str]) -> dict[str, float]:
-        return {name: self._float(item, f"param{i + 1}") for i, name in enumerate(names)}
+        return {
+            name: self._float(item, f"param{i + 1}") for i, name in enumerate(names)
+        }
 
     # -- bonds, angles and the bond graph -----------------------------------------------------
-    def bonded(self) -> tuple[TableBuilder, TableBuilder, TableBuilder, set[tuple[int, int]]]:
+    def bonded(
+        self,
+    ) -> tuple[TableBuilder, TableBuilder, TableBuilder, set[tuple[int, int]]]:
         entries = []  # (i, j, k, r0, is_ub)
         for force in self._of_type("HarmonicBondForce"):
             ub = force.get("name") == "UreyBradleyForce"
             for b in force.iter("Bond"):
                 i, j = self._atoms(b, ("p1", "p2"))
-                entries.append((i, j, 0.5 * self._float(b, "k") * KJ / NM**2, self._float(b, "d") * NM, ub))
+                entries.append(
+                    (
+                        i,
+                        j,
+                        0.5 * self._float(b, "k") * KJ / NM**2,
+                        self._float(b, "d") * NM,
+                        ub,
+                    )
+                )
         angles = TableBuilder(3, ("k", "theta0"))
         angle_list = []
         for force in self._of_type("HarmonicAngleForce"):
@@ -206,7 +237,10 @@ class _XmlReader:
         return bonds, angles, ub, graph
 
     def _bond_graph(
-        self, entries: list[Any], angle_list: list[tuple[int, ...]], pdb_bonds: set[tuple[int, int]]
+        self,
+        entries: list[Any],
+        angle_list: list[tuple[int, ...]],
+        pdb_bonds: set[tuple[int, int]],
     ) -> set[tuple[int, int]]:
         candidates = {(min(i, j), max(i, j)) for i, j, _, _, ub in entries if not ub}
         ends = {(min(a, c), max(a, c)) for a, b, c in angle_list
@@ -219,7 +253,11 @@ class _XmlReader:
 
     def _pdb_bonds(self) -> set[tuple[int, int]]:
         top = self.pdb_topology()
-        return set() if top is None else {(min(i, j), max(i, j)) for i, j in top.bonds.tolist()}
+        return (
+            set()
+            if top is None
+            else {(min(i, j), max(i, j)) for i, j in top.bonds.tolist()}
+        )
 
     _pdb_system: System | None = None
 
@@ -239,14 +277,20 @@ class _XmlReader:
         return self._pdb_system
 
     # -- torsions ------------------------------------------------------------------------------
-    def torsions(self, graph: set[tuple[int, int]]) -> tuple[TableBuilder, TableBuilder]:
+    def torsions(
+        self, graph: set[tuple[int, int]]
+    ) -> tuple[TableBuilder, TableBuilder]:
         torsions = TableBuilder(4, ("k", "phase", "periodicity"))
         impropers = TableBuilder(4, ("k", "phase", "periodicity"))
         for force in self._of_type("PeriodicTorsionForce"):
             for t in force.iter("Torsion"):
                 quad = self._atoms(t, ("p1", "p2", "p3", "p4"))
-                values = (self._float(t, "k") * KJ, self._float(t, "phase"), float(int(self._float(t, "periodicity"))))
-                chain = all((min(a, b), max(a, b)) in graph for a, b in zip(quad[:-1], quad[1:], strict=True))
+                values = (
+                    self._float(t, "k") * KJ,
+                    self._float(t, "phase"),
+                    float(int(self._float(t, "periodicity"))),
+                )
+                chain = all((min(a, b), max(a, b)) in graph for a, b in pairwise(quad))
                 (torsions if chain else impropers).add(quad, values, values)
         return torsions, impropers
 
@@ -263,7 +307,9 @@ class _XmlReader:
                 )
             names = self._per_item_parameters(force, "PerTorsionParameters")
             if set(names) != {"k", "theta0"}:
-                raise TopologyError(f"'{self.path}': harmonic improper parameters must be k and theta0, got {names}")
+                raise TopologyError(
+                    f"'{self.path}': harmonic improper parameters must be k and theta0, got {names}"
+                )
             for t in force.iter("Torsion"):
                 quad = self._atoms(t, ("p1", "p2", "p3", "p4"))
                 p = self._params(t, names)
@@ -288,17 +334,25 @@ class _XmlReader:
             size = int(self._float(m, "size"))
             energy = np.array([self._float(e, "e") for e in m.iter("Energy")]) * KJ
             if len(energy) != size * size:
-                raise InputFileError(f"'{self.path}': CMAP map with {len(energy)} values for size {size}")
+                raise InputFileError(
+                    f"'{self.path}': CMAP map with {len(energy)} values for size {size}"
+                )
             if size % 2:
-                raise TopologyError(f"'{self.path}': CMAP grids of odd size ({size}) are not supported")
+                raise TopologyError(
+                    f"'{self.path}': CMAP grids of odd size ({size}) are not supported"
+                )
             omm = energy.reshape(size, size).T  # [φ index, ψ index] from 0
             grids.append(np.roll(omm, -(size // 2), axis=(0, 1)))  # from −π
         atoms, maps = [], []
         for t in forces[0].iter("Torsion"):
-            atoms.append(self._atoms(t, ("a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4")))
+            atoms.append(
+                self._atoms(t, ("a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4"))
+            )
             m = int(self._float(t, "map"))
             if not 0 <= m < len(grids):
-                raise InputFileError(f"'{self.path}': CMAP torsion uses map {m} of {len(grids)}")
+                raise InputFileError(
+                    f"'{self.path}': CMAP torsion uses map {m} of {len(grids)}"
+                )
             maps.append(m)
         if not atoms:
             return None
@@ -308,7 +362,11 @@ class _XmlReader:
             raise TopologyError(f"'{self.path}': {err}") from None
 
     # -- non-bonded ------------------------------------------------------------------------------
-    def nonbonded(self) -> tuple[np.ndarray, NonbondedParameters | None, TableBuilder, set[tuple[int, int]], bool]:
+    def nonbonded(
+        self,
+    ) -> tuple[
+        np.ndarray, NonbondedParameters | None, TableBuilder, set[tuple[int, int]], bool
+    ]:
         forces = self._of_type("NonbondedForce")
         if len(forces) > 1:
             raise TopologyError(f"'{self.path}' has more than one NonbondedForce")
@@ -324,11 +382,15 @@ class _XmlReader:
             for section in ("ParticleOffsets", "ExceptionOffsets"):
                 node = force.find(section)
                 if node is not None and len(node):
-                    raise TopologyError(f"'{self.path}': NonbondedForce {section} (parameter offsets) are not supported")
+                    raise TopologyError(
+                        f"'{self.path}': NonbondedForce {section} (parameter offsets) are not supported"
+                    )
             plist = force.find("Particles")
             items = [] if plist is None else plist.findall("Particle")
             if len(items) != self.n_atoms:
-                raise InputFileError(f"'{self.path}': NonbondedForce has {len(items)} particles for {self.n_atoms} atoms")
+                raise InputFileError(
+                    f"'{self.path}': NonbondedForce has {len(items)} particles for {self.n_atoms} atoms"
+                )
             for i, p in enumerate(items):
                 charges[i] = self._float(p, "q")
                 sigma[i] = self._float(p, "sig") * NM
@@ -342,7 +404,9 @@ class _XmlReader:
                     pair14[pair] = [qq, self._float(e, "sig") * NM, eps]
         lj = self._lj_types(sigma, epsilon)
         for force in self._of_type("CustomNonbondedForce"):
-            periodic = periodic or int(self._float(force, "method")) in _PERIODIC_METHODS
+            periodic = (
+                periodic or int(self._float(force, "method")) in _PERIODIC_METHODS
+            )
             lj = self._lj_table(force, epsilon)
             for e in force.iter("Exclusion"):
                 i, j = self._atoms(e, ("p1", "p2"))
@@ -362,7 +426,10 @@ class _XmlReader:
 
     def _lj_types(self, sigma: np.ndarray, epsilon: np.ndarray) -> NonbondedParameters:
         index: dict[tuple[float, float], int] = {}
-        types = [index.setdefault((float(s), float(e)), len(index)) for s, e in zip(sigma, epsilon, strict=True)]
+        types = [
+            index.setdefault((float(s), float(e)), len(index))
+            for s, e in zip(sigma, epsilon, strict=True)
+        ]
         keys = list(index)
         return NonbondedParameters(
             lj_types=torch.as_tensor(types, dtype=torch.int64),
@@ -371,7 +438,9 @@ class _XmlReader:
             type_names=tuple(f"LJ{t}" for t in range(len(keys))),
         )
 
-    def _lj_table(self, force: ET.Element, particle_epsilon: np.ndarray) -> NonbondedParameters:
+    def _lj_table(
+        self, force: ET.Element, particle_epsilon: np.ndarray
+    ) -> NonbondedParameters:
         expression = _norm(force.get("energy", ""))
         if expression not in (_LJ_TABLE_PLAIN, _LJ_TABLE_SQRT):
             raise TopologyError(
@@ -379,22 +448,35 @@ class _XmlReader:
                 "supported Lennard-Jones table (acoef/bcoef as OpenMM's loaders write it)"
             )
         if np.any(particle_epsilon != 0.0):
-            raise TopologyError(f"'{self.path}': LJ is both in NonbondedForce and in a CustomNonbondedForce table")
+            raise TopologyError(
+                f"'{self.path}': LJ is both in NonbondedForce and in a CustomNonbondedForce table"
+            )
         names = self._per_item_parameters(force, "PerParticleParameters")
         if names != ["type"]:
-            raise TopologyError(f"'{self.path}': the LJ table's per-particle parameter must be 'type', got {names}")
-        types = [int(self._float(p, "param1")) for p in force.find("Particles").findall("Particle")]  # type: ignore[union-attr]
+            raise TopologyError(
+                f"'{self.path}': the LJ table's per-particle parameter must be 'type', got {names}"
+            )
+        types = [
+            int(self._float(p, "param1"))
+            for p in force.find("Particles").findall("Particle")
+        ]  # type: ignore[union-attr]
         if len(types) != self.n_atoms:
-            raise InputFileError(f"'{self.path}': CustomNonbondedForce has {len(types)} particles for {self.n_atoms} atoms")
+            raise InputFileError(
+                f"'{self.path}': CustomNonbondedForce has {len(types)} particles for {self.n_atoms} atoms"
+            )
         tables = {}
         for f in force.iter("Function"):
             nx, ny = int(self._float(f, "xsize")), int(self._float(f, "ysize"))
             values = np.array([self._float(v, "v") for v in f.iter("Value")])
             if len(values) != nx * ny or nx != ny:
-                raise InputFileError(f"'{self.path}': table {f.get('name')} has {len(values)} values for {nx}x{ny}")
+                raise InputFileError(
+                    f"'{self.path}': table {f.get('name')} has {len(values)} values for {nx}x{ny}"
+                )
             tables[f.get("name")] = values.reshape(ny, nx).T  # [type1, type2]
         if set(tables) != {"acoef", "bcoef"}:
-            raise TopologyError(f"'{self.path}': LJ table functions must be acoef and bcoef, got {sorted(tables)}")
+            raise TopologyError(
+                f"'{self.path}': LJ table functions must be acoef and bcoef, got {sorted(tables)}"
+            )
         a, b = tables["acoef"], tables["bcoef"]
         if expression == _LJ_TABLE_SQRT:
             a = a * a
@@ -402,16 +484,26 @@ class _XmlReader:
         c6 = b * KJ * NM**6
         n = c12.shape[0]
         if max(types) >= n:
-            raise InputFileError(f"'{self.path}': LJ type {max(types)} outside the {n}x{n} table")
+            raise InputFileError(
+                f"'{self.path}': LJ type {max(types)} outside the {n}x{n} table"
+            )
         diag12, diag6 = np.diag(c12), np.diag(c6)
         with np.errstate(divide="ignore", invalid="ignore"):
-            sig = np.where((diag12 > 0) & (diag6 > 0), (diag12 / np.where(diag6 > 0, diag6, 1)) ** (1 / 6), 1.0)
-            eps = np.where(diag12 > 0, diag6 * diag6 / (4 * np.where(diag12 > 0, diag12, 1)), 0.0)
+            sig = np.where(
+                (diag12 > 0) & (diag6 > 0),
+                (diag12 / np.where(diag6 > 0, diag6, 1)) ** (1 / 6),
+                1.0,
+            )
+            eps = np.where(
+                diag12 > 0, diag6 * diag6 / (4 * np.where(diag12 > 0, diag12, 1)), 0.0
+            )
         s = 0.5 * (sig[:, None] + sig[None, :])
         e = np.sqrt(eps[:, None] * eps[None, :])
         lb6 = 4 * e * s**6
         lb12 = lb6 * s**6
-        mask = ~np.isclose(c12, lb12, rtol=1e-14, atol=0.0) | ~np.isclose(c6, lb6, rtol=1e-14, atol=0.0)
+        mask = ~np.isclose(c12, lb12, rtol=1e-14, atol=0.0) | ~np.isclose(
+            c6, lb6, rtol=1e-14, atol=0.0
+        )
         return NonbondedParameters(
             lj_types=torch.as_tensor(types, dtype=torch.int64),
             sigma=torch.as_tensor(sig),
@@ -422,7 +514,9 @@ class _XmlReader:
             pair_c6=torch.as_tensor(c6) if mask.any() else None,
         )
 
-    def _lj14_bonds(self, pair14: dict[tuple[int, int], list[float]], excluded: set[tuple[int, int]]) -> None:
+    def _lj14_bonds(
+        self, pair14: dict[tuple[int, int], list[float]], excluded: set[tuple[int, int]]
+    ) -> None:
         for force in self._of_type("CustomBondForce"):
             match = _LJ14.match(_norm(force.get("energy", "")))
             if match is None:
@@ -433,14 +527,18 @@ class _XmlReader:
             scale = float(match.group(1)) / 4.0
             names = self._per_item_parameters(force, "PerBondParameters")
             if set(names) != {"sigma", "epsilon"}:
-                raise TopologyError(f"'{self.path}': 1-4 LJ parameters must be sigma and epsilon, got {names}")
+                raise TopologyError(
+                    f"'{self.path}': 1-4 LJ parameters must be sigma and epsilon, got {names}"
+                )
             for b in force.iter("Bond"):
                 i, j = self._atoms(b, ("p1", "p2"))
                 pair = (min(i, j), max(i, j))
                 p = self._params(b, names)
                 entry = pair14.setdefault(pair, [0.0, 1.0, 0.0])
                 if entry[2] != 0.0:
-                    raise TopologyError(f"'{self.path}': pair {i}-{j} has 1-4 LJ both in NonbondedForce and in '{force.get('name')}'")
+                    raise TopologyError(
+                        f"'{self.path}': pair {i}-{j} has 1-4 LJ both in NonbondedForce and in '{force.get('name')}'"
+                    )
                 entry[1], entry[2] = p["sigma"] * NM, scale * p["epsilon"] * KJ
                 excluded.add(pair)
 
@@ -467,10 +565,15 @@ class _XmlReader:
             names, types, z = top.atom_names, top.atom_types, top.atomic_numbers
             residues, residue_index = top.residues, top.residue_index
         else:
-            z = torch.as_tensor([element_from_mass(m) for m in self.masses], dtype=torch.int64)
+            z = torch.as_tensor(
+                [element_from_mass(m) for m in self.masses], dtype=torch.int64
+            )
             names = tuple(f"A{i + 1}" for i in range(self.n_atoms))
             types = ("",) * self.n_atoms
-            residues, residue_index = (Residue("UNK", 1),), torch.zeros(self.n_atoms, dtype=torch.int64)
+            residues, residue_index = (
+                (Residue("UNK", 1),),
+                torch.zeros(self.n_atoms, dtype=torch.int64),
+            )
         return System(
             masses=torch.as_tensor(self.masses, dtype=torch.float64),
             charges=torch.as_tensor(charges),
@@ -484,7 +587,11 @@ class _XmlReader:
             terms=terms,
             nonbonded=lj,
             box=self._box() if periodic else None,
-            metadata={"source": str(self.path), "format": "openmm_xml", "pdb": str(self.pdb) if self.pdb else None},
+            metadata={
+                "source": str(self.path),
+                "format": "openmm_xml",
+                "pdb": str(self.pdb) if self.pdb else None,
+            },
         )
 
     def _box(self) -> torch.Tensor | None:
@@ -493,4 +600,3 @@ class _XmlReader:
             return None
         rows = [[self._float(node.find(v), c) * NM for c in "xyz"] for v in "ABC"]  # type: ignore[arg-type]
         return torch.as_tensor(rows, dtype=torch.float64)
-

@@ -42,7 +42,13 @@ from torchmd_core import (
     TopologyLoader,
 )
 from torchmd_core.geometry import box_from_lengths_angles
-from torchmd_plugins.amber.tables import TableBuilder, cmap_table, element_from_mass, pair_tensor
+from torchmd_plugins.amber.tables import (
+    TableBuilder,
+    check_file,
+    cmap_table,
+    element_from_mass,
+    pair_tensor,
+)
 
 __all__ = ["PrmtopLoader", "read_prmtop"]
 
@@ -55,7 +61,13 @@ class PrmtopLoader(TopologyLoader):
     class Config(LoaderConfig):
         kind: Literal["prmtop"] = "prmtop"
 
-    extensions: ClassVar[tuple[str, ...]] = ("prmtop", "parm7", "top7", "prmtop.gz", "parm7.gz")
+    extensions: ClassVar[tuple[str, ...]] = (
+        "prmtop",
+        "parm7",
+        "top7",
+        "prmtop.gz",
+        "parm7.gz",
+    )
 
     def load_topology(self, path: Path, parameters: Sequence[Path] = ()) -> System:
         if parameters:
@@ -107,6 +119,7 @@ def _raw(path: Path) -> dict[str, list[Any]]:
 
 def read_prmtop(path: Path) -> System:
     """Read an AMBER prmtop into a System (see the module docstring for conventions)."""
+    check_file(path, "AMBER prmtop")
     data = _raw(path)
     reader = _PrmtopReader(path, data)
     return reader.system()
@@ -124,7 +137,10 @@ class _PrmtopReader:
         self.type_names = [str(t).strip() for t in data["AMBER_ATOM_TYPE"]]
         self.nb_index = [int(x) for x in data["NONBONDED_PARM_INDEX"]]
         if len(self.nb_index) != self.n_types * self.n_types:
-            self._corrupt("NONBONDED_PARM_INDEX", f"{len(self.nb_index)} entries for {self.n_types} types")
+            self._corrupt(
+                "NONBONDED_PARM_INDEX",
+                f"{len(self.nb_index)} entries for {self.n_types} types",
+            )
 
     def _charges(self) -> list[float]:
         """Charges in e. parmed has divided CHARGE already: by 18.2223, or by
@@ -147,7 +163,9 @@ class _PrmtopReader:
         for flag in flags:
             values.extend(int(x) for x in self.data.get(flag, []))
         if len(values) % width:
-            self._corrupt("/".join(flags), f"length {len(values)} is not a multiple of {width}")
+            self._corrupt(
+                "/".join(flags), f"length {len(values)} is not a multiple of {width}"
+            )
         return [values[k : k + width] for k in range(0, len(values), width)]
 
     def _check_atoms(self, flag: str, atoms: Sequence[int]) -> None:
@@ -169,10 +187,15 @@ class _PrmtopReader:
         r0 = self._floats("BOND_EQUIL_VALUE")
         table = TableBuilder(2, ("k", "r0"))
         graph = []
-        for i, j, t in self._groups(("BONDS_INC_HYDROGEN", "BONDS_WITHOUT_HYDROGEN"), 3):
+        for i, j, t in self._groups(
+            ("BONDS_INC_HYDROGEN", "BONDS_WITHOUT_HYDROGEN"), 3
+        ):
             a, b, t = i // 3, j // 3, t - 1
             self._check_atoms("BONDS", (a, b))
-            values = (self._type_param("BOND_FORCE_CONSTANT", k, t), self._type_param("BOND_EQUIL_VALUE", r0, t))
+            values = (
+                self._type_param("BOND_FORCE_CONSTANT", k, t),
+                self._type_param("BOND_EQUIL_VALUE", r0, t),
+            )
             table.add((a, b), t, values, self._name(a, b))
             graph.append((a, b))
         return table, graph
@@ -181,10 +204,15 @@ class _PrmtopReader:
         k = self._floats("ANGLE_FORCE_CONSTANT")
         theta0 = self._floats("ANGLE_EQUIL_VALUE")
         table = TableBuilder(3, ("k", "theta0"))
-        for i, j, l, t in self._groups(("ANGLES_INC_HYDROGEN", "ANGLES_WITHOUT_HYDROGEN"), 4):
-            a, b, c, t = i // 3, j // 3, l // 3, t - 1
+        for i, j, k_, t in self._groups(
+            ("ANGLES_INC_HYDROGEN", "ANGLES_WITHOUT_HYDROGEN"), 4
+        ):
+            a, b, c, t = i // 3, j // 3, k_ // 3, t - 1
             self._check_atoms("ANGLES", (a, b, c))
-            values = (self._type_param("ANGLE_FORCE_CONSTANT", k, t), self._type_param("ANGLE_EQUIL_VALUE", theta0, t))
+            values = (
+                self._type_param("ANGLE_FORCE_CONSTANT", k, t),
+                self._type_param("ANGLE_EQUIL_VALUE", theta0, t),
+            )
             table.add((a, b, c), t, values, self._name(a, b, c))
         return table
 
@@ -201,8 +229,10 @@ class _PrmtopReader:
         impropers = TableBuilder(4, ("k", "phase", "periodicity"))
         pairs = TableBuilder(2, ("charge_scale", "sigma", "epsilon"))
         seen_pairs: set[tuple[int, int]] = set()
-        for i, j, l, m, t in self._groups(("DIHEDRALS_INC_HYDROGEN", "DIHEDRALS_WITHOUT_HYDROGEN"), 5):
-            quad = (i // 3, j // 3, abs(l) // 3, abs(m) // 3)
+        for i, j, k3, k4, t in self._groups(
+            ("DIHEDRALS_INC_HYDROGEN", "DIHEDRALS_WITHOUT_HYDROGEN"), 5
+        ):
+            quad = (i // 3, j // 3, abs(k3) // 3, abs(k4) // 3)
             self._check_atoms("DIHEDRALS", quad)
             t -= 1
             values = (
@@ -210,8 +240,10 @@ class _PrmtopReader:
                 self._type_param("DIHEDRAL_PHASE", phase, t),
                 float(int(0.5 + self._type_param("DIHEDRAL_PERIODICITY", period, t))),
             )
-            (impropers if m < 0 else torsions).add(quad, t, values, self._name(*quad))
-            if l > 0 and m > 0:  # OpenMM's test: atom 1 is never 3rd/4th (LEaP reorders)
+            (impropers if k4 < 0 else torsions).add(quad, t, values, self._name(*quad))
+            if (
+                k3 > 0 and k4 > 0
+            ):  # OpenMM's test: atom 1 is never 3rd/4th (LEaP reorders)
                 a, d = quad[0], quad[3]
                 ta, td = self.lj_type[a], self.lj_type[d]
                 index = self.nb_index[self.n_types * ta + td] - 1
@@ -229,12 +261,16 @@ class _PrmtopReader:
                     )
                 seen_pairs.add(pair)
                 key = (min(ta, td), max(ta, td), s_ee, s_nb)
-                pairs.add((a, d), key, (1.0 / s_ee, sigma, epsilon / s_nb), self._name(a, d))
+                pairs.add(
+                    (a, d), key, (1.0 / s_ee, sigma, epsilon / s_nb), self._name(a, d)
+                )
         return torsions, impropers, pairs
 
     def _lj_tables_14(self) -> tuple[list[float], list[float]]:
         if self.chamber and "LENNARD_JONES_14_ACOEF" in self.data:
-            return self._floats("LENNARD_JONES_14_ACOEF"), self._floats("LENNARD_JONES_14_BCOEF")
+            return self._floats("LENNARD_JONES_14_ACOEF"), self._floats(
+                "LENNARD_JONES_14_BCOEF"
+            )
         return self._floats("LENNARD_JONES_ACOEF"), self._floats("LENNARD_JONES_BCOEF")
 
     def urey_bradley(self) -> TableBuilder:
@@ -253,8 +289,8 @@ class _PrmtopReader:
         k = self._floats("CHARMM_IMPROPER_FORCE_CONSTANT")
         psi0 = self._floats("CHARMM_IMPROPER_PHASE")
         table = TableBuilder(4, ("k", "psi0"))
-        for i, j, l, m, t in self._groups(("CHARMM_IMPROPERS",), 5):
-            quad = (i - 1, j - 1, abs(l) - 1, abs(m) - 1)
+        for i, j, k3, k4, t in self._groups(("CHARMM_IMPROPERS",), 5):
+            quad = (i - 1, j - 1, abs(k3) - 1, abs(k4) - 1)
             self._check_atoms("CHARMM_IMPROPERS", quad)
             values = (self._type_param("CHARMM_IMPROPER_FORCE_CONSTANT", k, t - 1),
                       self._type_param("CHARMM_IMPROPER_PHASE", psi0, t - 1))  # fmt: skip
@@ -283,8 +319,8 @@ class _PrmtopReader:
                 self._corrupt(flag, f"{len(values)} values for a {size}x{size} grid")
             grids.append(np.asarray(values).reshape(size, size))  # [φ, ψ] from −180°
         atoms, maps = [], []
-        for i, j, k, l, m, t in self._groups((prefix + "INDEX",), 6):
-            quads = (i - 1, j - 1, k - 1, l - 1, j - 1, k - 1, l - 1, m - 1)
+        for a1, a2, a3, a4, a5, t in self._groups((prefix + "INDEX",), 6):
+            quads = (a1 - 1, a2 - 1, a3 - 1, a4 - 1, a2 - 1, a3 - 1, a4 - 1, a5 - 1)
             self._check_atoms(prefix + "INDEX", quads)
             if not 1 <= t <= n_maps:
                 self._corrupt(prefix + "INDEX", f"map {t} outside 1..{n_maps}")
@@ -294,14 +330,18 @@ class _PrmtopReader:
 
     # -- non-bonded ---------------------------------------------------------------------------
     def nonbonded(self) -> NonbondedParameters:
-        for a, b in zip(self._floats("HBOND_ACOEF"), self._floats("HBOND_BCOEF"), strict=False):
+        for a, b in zip(
+            self._floats("HBOND_ACOEF"), self._floats("HBOND_BCOEF"), strict=False
+        ):
             if a or b:
                 raise TopologyError(
                     f"AMBER prmtop '{self.path}' has 10-12 hydrogen-bond terms, which are not supported"
                 )
         acoef = self._floats("LENNARD_JONES_ACOEF")
         bcoef = self._floats("LENNARD_JONES_BCOEF")
-        if "LENNARD_JONES_CCOEF" in self.data and any(self._floats("LENNARD_JONES_CCOEF")):
+        if "LENNARD_JONES_CCOEF" in self.data and any(
+            self._floats("LENNARD_JONES_CCOEF")
+        ):
             raise TopologyError(
                 f"AMBER prmtop '{self.path}' has 12-6-4 (LENNARD_JONES_CCOEF) terms, which "
                 "are not supported"
@@ -346,7 +386,11 @@ class _PrmtopReader:
         )
 
     def _pair_overrides(
-        self, table_a: np.ndarray, table_b: np.ndarray, rmin_half: np.ndarray, epsilon: np.ndarray
+        self,
+        table_a: np.ndarray,
+        table_b: np.ndarray,
+        rmin_half: np.ndarray,
+        epsilon: np.ndarray,
     ) -> np.ndarray | None:
         """Pairs whose A/B differ from Lorentz-Berthelot, or None when OpenMM would
         use the combination rule for every pair (its 1e-6 relative test)."""
@@ -356,14 +400,19 @@ class _PrmtopReader:
         lb_b = 2.0 * wdij * rij**6
         nt = self.n_types
         indexed = np.array(
-            [[self.nb_index[nt * i + j] > 0 for j in range(nt)] for i in range(nt)], dtype=bool
+            [[self.nb_index[nt * i + j] > 0 for j in range(nt)] for i in range(nt)],
+            dtype=bool,
         )
         zero = (table_a == 0.0) | (table_b == 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             rel_a = np.where(zero, 0.0, np.abs(table_a - lb_a) / np.abs(table_a))
             rel_b = np.where(zero, 0.0, np.abs(table_b - lb_b) / np.abs(table_b))
-        zero_mismatch = zero & ((table_a != 0) | (table_b != 0) | ((wdij != 0) & (rij != 0)))
-        openmm_uses_table = bool(((rel_a > 1e-6) | (rel_b > 1e-6) | zero_mismatch)[indexed].any())
+        zero_mismatch = zero & (
+            (table_a != 0) | (table_b != 0) | ((wdij != 0) & (rij != 0))
+        )
+        openmm_uses_table = bool(
+            ((rel_a > 1e-6) | (rel_b > 1e-6) | zero_mismatch)[indexed].any()
+        )
         if not openmm_uses_table:
             return None
         # OpenMM then takes every pair from the table; keep exact values wherever the
@@ -380,7 +429,10 @@ class _PrmtopReader:
         counts = [int(x) for x in self.data["NUMBER_EXCLUDED_ATOMS"]]
         listed = [int(x) for x in self.data["EXCLUDED_ATOMS_LIST"]]
         if sum(counts) != len(listed):
-            self._corrupt("EXCLUDED_ATOMS_LIST", f"{len(listed)} entries, NUMBER_EXCLUDED_ATOMS sums to {sum(counts)}")
+            self._corrupt(
+                "EXCLUDED_ATOMS_LIST",
+                f"{len(listed)} entries, NUMBER_EXCLUDED_ATOMS sums to {sum(counts)}",
+            )
         pairs: list[tuple[int, int]] = []
         start = 0
         for i, n in enumerate(counts):
@@ -411,7 +463,10 @@ class _PrmtopReader:
             terms["cmap"] = cmap
         masses = self._floats("MASS")
         if "ATOMIC_NUMBER" in data:
-            z = [int(x) if int(x) > 0 else element_from_mass(m) for x, m in zip(data["ATOMIC_NUMBER"], masses, strict=False)]
+            z = [
+                int(x) if int(x) > 0 else element_from_mass(m)
+                for x, m in zip(data["ATOMIC_NUMBER"], masses, strict=False)
+            ]
         else:
             z = [element_from_mass(m) for m in masses]
         residues, residue_index = self._residues()
@@ -428,14 +483,24 @@ class _PrmtopReader:
             terms=terms,
             nonbonded=self.nonbonded(),
             box=self._box(),
-            metadata={"source": str(self.path), "format": "chamber" if self.chamber else "prmtop"},
+            metadata={
+                "source": str(self.path),
+                "format": "chamber" if self.chamber else "prmtop",
+            },
         )
 
     def _residues(self) -> tuple[tuple[Residue, ...], torch.Tensor]:
         labels = [str(x).strip() for x in self.data["RESIDUE_LABEL"]]
         starts = [int(x) - 1 for x in self.data["RESIDUE_POINTER"]]
-        if len(starts) != len(labels) or (starts and starts[0] != 0) or starts != sorted(starts):
-            self._corrupt("RESIDUE_POINTER", "does not list increasing first atoms of every residue")
+        if (
+            len(starts) != len(labels)
+            or (starts and starts[0] != 0)
+            or starts != sorted(starts)
+        ):
+            self._corrupt(
+                "RESIDUE_POINTER",
+                "does not list increasing first atoms of every residue",
+            )
         index = np.zeros(self.n_atoms, dtype=np.int64)
         bounds = [*starts, self.n_atoms]
         for r in range(len(starts)):

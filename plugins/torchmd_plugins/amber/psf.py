@@ -39,6 +39,7 @@ from torchmd_core import (
 from torchmd_plugins.amber.charmm import CharmmParameterSet, cmap_type_key
 from torchmd_plugins.amber.tables import (
     TableBuilder,
+    check_file,
     cmap_table,
     element_from_mass,
     pair_tensor,
@@ -78,6 +79,9 @@ def read_psf(path: Path, parameters: Sequence[Path]) -> System:
             "them with --parameters (tmd energy) or system.parameters (config), e.g. "
             "par_all36m_prot.prm toppar_water_ions.str"
         )
+    check_file(path, "CHARMM psf")
+    for p in parameters:
+        check_file(Path(p), "CHARMM parameter file")
     params = CharmmParameterSet.from_files([Path(p) for p in parameters])
     return _PsfBuilder(path, _read_structure(path), params).system()
 
@@ -90,9 +94,13 @@ def _read_structure(path: Path) -> Any:
     except FileNotFoundError:
         raise InputFileError(f"psf file '{path}' does not exist") from None
     except Exception as err:  # parmed raises many types for malformed files
-        raise InputFileError(f"cannot read CHARMM psf '{path}': {type(err).__name__}: {err}") from None
+        raise InputFileError(
+            f"cannot read CHARMM psf '{path}': {type(err).__name__}: {err}"
+        ) from None
     if "DRUDE" in getattr(psf, "flags", []):
-        raise TopologyError(f"'{path}' is a Drude polarizable psf, which is not supported")
+        raise TopologyError(
+            f"'{path}' is a Drude polarizable psf, which is not supported"
+        )
     lone = [a for a in psf.atoms if type(a).__name__ in ("ExtraPoint", "DrudeAtom")]
     if lone:
         raise TopologyError(
@@ -119,9 +127,13 @@ class _Problems:
         for kind, entries in self.items.items():
             for types, atoms in list(entries.items())[:_MAX_LISTED]:
                 more = f" and {len(atoms) - 1} more" if len(atoms) > 1 else ""
-                lines.append(f"  no {kind} parameters for types {'-'.join(types)} (atoms {atoms[0]}{more})")
+                lines.append(
+                    f"  no {kind} parameters for types {'-'.join(types)} (atoms {atoms[0]}{more})"
+                )
             if len(entries) > _MAX_LISTED:
-                lines.append(f"  ... and {len(entries) - _MAX_LISTED} more {kind} type combinations")
+                lines.append(
+                    f"  ... and {len(entries) - _MAX_LISTED} more {kind} type combinations"
+                )
         names = ", ".join(Path(f).name for f in files) or "none"
         raise TopologyError(
             f"parameters missing for the CHARMM psf '{self.path}' (parameter files: {names}):\n"
@@ -147,7 +159,9 @@ class _PsfBuilder:
             if isinstance(t, int) or (isinstance(t, str) and t.lstrip("-").isdigit()):
                 name = self.params.type_numbers.get(int(t))
                 if name is None:
-                    self.problems.add("MASS (atom type number)", (str(t),), self._label(atom.idx))
+                    self.problems.add(
+                        "MASS (atom type number)", (str(t),), self._label(atom.idx)
+                    )
                     name = str(t)
                 names.append(name)
             else:
@@ -165,9 +179,17 @@ class _PsfBuilder:
         graph = []
         for bond in self.psf.bonds:
             a, b = bond.atom1, bond.atom2
-            if a.name.startswith("LP") or b.name.startswith("LP") or "OM" in (a.name, b.name):
+            if (
+                a.name.startswith("LP")
+                or b.name.startswith("LP")
+                or "OM" in (a.name, b.name)
+            ):
                 continue
-            if a.name[:1] == "H" and b.name[:1] == "H" and a.residue.name in WATER_NAMES:
+            if (
+                a.name[:1] == "H"
+                and b.name[:1] == "H"
+                and a.residue.name in WATER_NAMES
+            ):
                 continue  # TIP3P's H-H SHAKE bond is not a chemical bond
             graph.append((a.idx, b.idx))
         return graph
@@ -195,7 +217,9 @@ class _PsfBuilder:
             if values is None:
                 self.problems.add("angle", key, self._label(a, b, c))
                 continue
-            angles.add((a, b, c), key, (values[0], math.radians(values[1])), "-".join(key))
+            angles.add(
+                (a, b, c), key, (values[0], math.radians(values[1])), "-".join(key)
+            )
             ub_values = self.params.urey_bradley.get(key)
             if ub_values is not None:
                 ub.add((a, c), key, ub_values, "-".join(key))
@@ -211,7 +235,12 @@ class _PsfBuilder:
                 continue
             key, terms = match
             for k, n, phase in terms:
-                table.add(quad, (key, n), (k, math.radians(phase), float(n)), f"{'-'.join(key)}/{n}")
+                table.add(
+                    quad,
+                    (key, n),
+                    (k, math.radians(phase), float(n)),
+                    f"{'-'.join(key)}/{n}",
+                )
         return table
 
     def impropers(self) -> TableBuilder:
@@ -240,7 +269,9 @@ class _PsfBuilder:
             if key not in index:
                 size, data = entry
                 index[key] = len(grids)
-                grids.append(np.asarray(data, dtype=np.float64).reshape(size, size))  # [φ, ψ] from −180°
+                grids.append(
+                    np.asarray(data, dtype=np.float64).reshape(size, size)
+                )  # [φ, ψ] from −180°
             atoms.append(octet)
             maps.append(index[key])
         if not atoms:
@@ -257,7 +288,12 @@ class _PsfBuilder:
             if t not in self.params.lj:
                 missing.setdefault(t, []).append(i)
         for t, atoms in missing.items():
-            self.problems.add("NONBONDED (Lennard-Jones)", (t,), self._label(atoms[0]) + (f" and {len(atoms) - 1} more" if len(atoms) > 1 else ""))
+            self.problems.add(
+                "NONBONDED (Lennard-Jones)",
+                (t,),
+                self._label(atoms[0])
+                + (f" and {len(atoms) - 1} more" if len(atoms) > 1 else ""),
+            )
         return {t: self.params.lj[t] for t in set(self.types) if t in self.params.lj}
 
     def nonbonded(self) -> NonbondedParameters:
@@ -274,7 +310,9 @@ class _PsfBuilder:
         c6 = np.zeros((n, n))
         for i in range(n):
             for j in range(n):
-                fix = self.params.nbfix.get((min(names[i], names[j]), max(names[i], names[j])))
+                fix = self.params.nbfix.get(
+                    (min(names[i], names[j]), max(names[i], names[j]))
+                )
                 if fix is not None:
                     rmin, emin = fix[0], fix[1]
                     mask[i, j] = True
@@ -340,7 +378,9 @@ class _PsfBuilder:
         residues, residue_index = self._residues()
         return System(
             masses=torch.as_tensor(masses, dtype=torch.float64),
-            charges=torch.as_tensor([float(a.charge) for a in self.atoms], dtype=torch.float64),
+            charges=torch.as_tensor(
+                [float(a.charge) for a in self.atoms], dtype=torch.float64
+            ),
             atomic_numbers=torch.as_tensor(z, dtype=torch.int64),
             atom_names=tuple(a.name for a in self.atoms),
             atom_types=tuple(self.types),
@@ -350,18 +390,29 @@ class _PsfBuilder:
             exclusions=pair_tensor(excluded),
             terms=terms,
             nonbonded=self.nonbonded(),
-            metadata={"source": str(self.path), "format": "psf", "parameters": list(self.params.files),
-                      "nbxmod": self.params.nbxmod, "e14fac": self.params.e14fac},  # fmt: skip
+            metadata={
+                "source": str(self.path),
+                "format": "psf",
+                "parameters": list(self.params.files),
+                "nbxmod": self.params.nbxmod,
+                "e14fac": self.params.e14fac,
+            },
         )
 
     def _masses_elements(self) -> tuple[list[float], list[int]]:
         masses, z = [], []
         for atom, t in zip(self.atoms, self.types, strict=True):
-            mass_type = self.params.mass_types.get(t) or self.params.commented_masses.get(t)
+            mass_type = self.params.mass_types.get(
+                t
+            ) or self.params.commented_masses.get(t)
             mass = float(atom.mass)
             if mass <= 0.0 and mass_type is not None:
                 mass = mass_type.mass
-            element = _ELEMENTS.get((mass_type.element or "").upper()) if mass_type is not None else None
+            element = (
+                _ELEMENTS.get((mass_type.element or "").upper())
+                if mass_type is not None
+                else None
+            )
             masses.append(mass)
             z.append(element if element is not None else element_from_mass(mass))
         return masses, z
@@ -370,6 +421,8 @@ class _PsfBuilder:
         residues = []
         for res in self.psf.residues:
             segid = str(getattr(res, "segid", "") or "")
-            residues.append(Residue(res.name, int(res.number), (segid or "A")[:1], segid))
+            residues.append(
+                Residue(res.name, int(res.number), (segid or "A")[:1], segid)
+            )
         index = torch.as_tensor([a.residue.idx for a in self.atoms], dtype=torch.int64)
         return tuple(residues), index

@@ -8,15 +8,18 @@ the row), so all formats produce the same per-type :class:`~torchmd_core.Paramet
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from torchmd_core import ParameterTable
+from torchmd_core import InputFileError, ParameterTable
 
 __all__ = [
     "TableBuilder",
+    "check_file",
+    "cmap_table",
     "element_from_mass",
     "pair_tensor",
     "pairs_12_13_14",
@@ -44,7 +47,11 @@ class TableBuilder:
         return len(self._atoms)
 
     def add(
-        self, atoms: Sequence[int], key: Hashable, values: Sequence[float], name: str = ""
+        self,
+        atoms: Sequence[int],
+        key: Hashable,
+        values: Sequence[float],
+        name: str = "",
     ) -> None:
         """One interaction of type ``key`` with parameter ``values`` (in ``parameters`` order).
 
@@ -60,12 +67,19 @@ class TableBuilder:
         self._types.append(row)
 
     def build(self) -> ParameterTable:
-        atoms = torch.as_tensor(np.asarray(self._atoms, dtype=np.int64).reshape(-1, self.n_atoms))
-        values = np.asarray(self._values, dtype=np.float64).reshape(-1, len(self.parameters))
+        atoms = torch.as_tensor(
+            np.asarray(self._atoms, dtype=np.int64).reshape(-1, self.n_atoms)
+        )
+        values = np.asarray(self._values, dtype=np.float64).reshape(
+            -1, len(self.parameters)
+        )
         return ParameterTable(
             atoms=atoms,
             types=torch.as_tensor(np.asarray(self._types, dtype=np.int64)),
-            values={n: torch.as_tensor(values[:, i].copy()) for i, n in enumerate(self.parameters)},
+            values={
+                n: torch.as_tensor(values[:, i].copy())
+                for i, n in enumerate(self.parameters)
+            },
             type_names=tuple(self._names),
         )
 
@@ -144,10 +158,29 @@ def cmap_table(
     row = {m: r for r, m in enumerate(used)}
     sizes = {grids[m].shape for m in used}
     if len(sizes) > 1:
-        raise ValueError(f"CMAP grids of different sizes {sorted(sizes)} are not supported")
+        raise ValueError(
+            f"CMAP grids of different sizes {sorted(sizes)} are not supported"
+        )
     return ParameterTable(
         atoms=torch.as_tensor(np.asarray(atoms, dtype=np.int64).reshape(-1, 8)),
         types=torch.as_tensor(np.asarray([row[m] for m in maps], dtype=np.int64)),
-        values={"grid": torch.as_tensor(np.stack([np.asarray(grids[m], dtype=np.float64) for m in used]))},
+        values={
+            "grid": torch.as_tensor(
+                np.stack([np.asarray(grids[m], dtype=np.float64) for m in used])
+            )
+        },
         type_names=tuple(f"map{m + 1}" for m in used),
     )
+
+
+def check_file(path: Path, what: str) -> None:
+    """Raise InputFileError unless ``path`` is a readable file (``what``: "AMBER prmtop", ...)."""
+    if not path.exists():
+        raise InputFileError(f"{what} '{path}' does not exist")
+    if path.is_dir():
+        raise InputFileError(f"{what} '{path}' is a directory, expected a file")
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as err:
+        raise InputFileError(f"cannot read {what} '{path}': {err.strerror}") from None

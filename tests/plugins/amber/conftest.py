@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from tests.conftest import DATA, REFERENCE
-from torchmd_core import State, System
 from torchmd_plugins.amber.bonded import AmberBonded
 from torchmd_plugins.amber.prmtop import read_prmtop
 from torchmd_plugins.amber.psf import read_psf
+
+from tests.conftest import DATA, REFERENCE
+from torchmd_core import State, System
 
 #: System name → how to load it from tests/data (topology, parameter files).
 SYSTEMS = {
@@ -23,7 +23,10 @@ SYSTEMS = {
     "ala2_ljpair": ("ala2_ljpair/ala2_ljpair.prmtop", ()),
     "ala2_solv_ljpair": ("ala2_solv_ljpair/structure_ljpair.prmtop", ()),
     "ala3": ("ala3/ala_ala_ala.psf", ("ala3/charmm22.rtf", "ala3/charmm22.par")),
-    "benzamidine": ("benzamidine/mol.psf", ("benzamidine/mol.rtf", "benzamidine/mol.prm")),
+    "benzamidine": (
+        "benzamidine/mol.psf",
+        ("benzamidine/mol.rtf", "benzamidine/mol.prm"),
+    ),
     "waterbox": ("waterbox/structure.psf", ("waterbox/parameters.prm",)),
     "peptide_ff19sb": ("peptide_ff19sb/system.xml", ("peptide_ff19sb/structure.pdb",)),
     "peptide_dodec": ("peptide_dodec/system.xml", ("peptide_dodec/structure.pdb",)),
@@ -62,7 +65,9 @@ def load_reference(name: str) -> Reference:
     energies = {k[7:]: float(v) for k, v in arrays.items() if k.startswith("energy_")}
     forces = {k[7:]: v for k, v in arrays.items() if k.startswith("forces_")}
     box = torch.as_tensor(arrays["box"]) if "box" in arrays else None
-    return Reference(name, torch.as_tensor(arrays["positions"]), box, energies, forces, meta)
+    return Reference(
+        name, torch.as_tensor(arrays["positions"]), box, energies, forces, meta
+    )
 
 
 def load_system(name: str) -> System:

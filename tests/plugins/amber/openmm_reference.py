@@ -14,24 +14,32 @@ import numpy as np
 KCAL = 1.0 / 4.184
 
 
-def evaluate(system, positions: np.ndarray, box: np.ndarray | None = None, groups: int | set = -1):
+def evaluate(
+    system, positions: np.ndarray, box: np.ndarray | None = None, groups: int | set = -1
+):
     """(energy kcal/mol, forces (N, 3) kcal/mol/Å) at ``positions`` (Å), ``box`` (Å rows)."""
     import openmm
     import openmm.unit as unit
 
     context = openmm.Context(
-        system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName("Reference")
+        system,
+        openmm.VerletIntegrator(1e-3),
+        openmm.Platform.getPlatformByName("Reference"),
     )
     if box is not None:
         context.setPeriodicBoxVectors(*(openmm.Vec3(*row) * 0.1 for row in box))
     context.setPositions(np.asarray(positions) * 0.1)
     state = context.getState(getEnergy=True, getForces=True, groups=groups)
     energy = state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) * KCAL
-    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    forces = state.getForces(asNumpy=True).value_in_unit(
+        unit.kilojoule_per_mole / unit.nanometer
+    )
     return energy, np.asarray(forces) * KCAL * 0.1
 
 
-def per_force(system, positions: np.ndarray, box: np.ndarray | None = None) -> list[tuple[str, str, float, np.ndarray]]:
+def per_force(
+    system, positions: np.ndarray, box: np.ndarray | None = None
+) -> list[tuple[str, str, float, np.ndarray]]:
     """(force class, force name, energy, forces) of every force of ``system``."""
     system = copy.deepcopy(system)
     forces = list(system.getForces())
@@ -44,8 +52,14 @@ def per_force(system, positions: np.ndarray, box: np.ndarray | None = None) -> l
     return out
 
 
-def set_nonbonded(system, method: str, cutoff_A: float | None = None, switch_A: float | None = None,
-                  rf_dielectric: float = 78.3, dispersion: bool = False) -> None:
+def set_nonbonded(
+    system,
+    method: str,
+    cutoff_A: float | None = None,
+    switch_A: float | None = None,
+    rf_dielectric: float = 78.3,
+    dispersion: bool = False,
+) -> None:
     """Put the same nonbonded settings on every NonbondedForce/CustomNonbondedForce."""
     import openmm
 

@@ -44,7 +44,9 @@ def test_every_bonded_term_matches_openmm(system, reference):
 def test_conformance_on_a_solvated_periodic_system(dtype):
     system = cached_system("ala2_solv")
     ref = load_reference("ala2_solv__rf_periodic")
-    positions = torch.stack([ref.positions, ref.positions + 0.02 * torch.randn_like(ref.positions)])
+    positions = torch.stack(
+        [ref.positions, ref.positions + 0.02 * torch.randn_like(ref.positions)]
+    )
     box = ref.box.expand(2, 3, 3)
     state = State(positions=positions, box=box).to(dtype=dtype)
     check_potential(bonded(system), state, fd_tolerance=2e-4)
@@ -98,7 +100,9 @@ def test_periodic_energy_ignores_which_image_each_atom_is_in():
     shift = torch.zeros_like(state.positions)
     shift[:, ::3] = state.box[:, 0]  # move every third atom by a box vector
     shift[:, 1::5] -= state.box[:, 2]
-    torch.testing.assert_close(pot.energy(state.replace(positions=state.positions + shift)), pot.energy(state))
+    torch.testing.assert_close(
+        pot.energy(state.replace(positions=state.positions + shift)), pot.energy(state)
+    )
 
 
 def test_replicas_are_evaluated_independently():
