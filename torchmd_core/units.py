@@ -26,10 +26,10 @@ BOHR_TO_ANGSTROM = 0.529177210903
 BOLTZMANN_KCAL_MOL_K = 8.31446261815324e-3 * KJ_TO_KCAL
 AVOGADRO = 6.02214076e23
 
-#: Coulomb constant 1/(4πε0) in kcal/mol·Å/e² (332.0637133), computed exactly as OpenMM 8's
-#: ONE_4PI_EPS0 (138.93545764438198 kJ/mol·nm/e²) from CODATA 2018 ε0, e and N_A. The
-#: rounded 138.935456 differs by 1.2e-8 relative, visible in large electrostatic sums.
-_EPSILON0_E2_MOL_PER_KJ_NM = 1.0e-6 * 8.8541878128e-12 / (1.602176634e-19**2 * 6.02214076e23)
+#: Coulomb constant 1/(4πε0) in kcal/mol·Å/e² (332.0637133), computed exactly as
+#: OpenMM 8's ONE_4PI_EPS0 (138.93545764438198 kJ/mol·nm/e²) from CODATA 2018 ε0, e
+#: and N_A. The rounded 138.935456 differs by 1.2e-8 relative, visible in large sums.
+_EPSILON0_E2_MOL_PER_KJ_NM = 1.0e-6 * 8.8541878128e-12 / (1.602176634e-19**2 * AVOGADRO)
 ONE_4PI_EPS0_KJ_MOL_NM = 1.0 / (4.0 * math.pi * _EPSILON0_E2_MOL_PER_KJ_NM)
 COULOMB_KCAL_MOL_A = ONE_4PI_EPS0_KJ_MOL_NM * KJ_TO_KCAL * NM_TO_ANGSTROM
 

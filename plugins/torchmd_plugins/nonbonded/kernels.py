@@ -1,10 +1,12 @@
 """Pure kernels of the nonbonded potential, defined exactly as OpenMM's NonbondedForce.
 
-Everything here is a plain differentiable function of tensors (no module state), so tests
-call them directly and a faster implementation (cluster-pair tiles, custom kernels) can
-replace :func:`neighbor_list_energies` or :func:`all_pairs_block_energies` one for one:
-same inputs (positions, box, pair indices, per-atom charges and LJ types, (T, T) c12/c6
-tables, :class:`PairSettings`), same (R,) outputs.
+Everything here is a plain differentiable function of tensors (no module state), so
+tests call them directly and a faster implementation (cluster-pair tiles, custom
+kernels) can replace the pair sums one for one: :func:`neighbor_list_energies` /
+:func:`neighbor_list_forces` (a flat pair list of all replicas) and
+:func:`all_pairs_block_energies` / :func:`all_pairs_block_forces` (no cutoff). Same
+inputs (positions, box, pair indices, per-atom charges and LJ types, (T, T) c12/c6
+tables, :class:`PairSettings`), same outputs: (R,) energies per term, (R, N, 3) forces.
 
 Units: Å, kcal/mol, e. For a pair at distance r with charges qᵢ qⱼ and LJ types a, b:
 
@@ -18,9 +20,9 @@ switching function (1 below the switching distance r_s, then 1 − 10t³ + 15t�
 t = (r − r_s)/(r_c − r_s)). Both terms are zero beyond the cutoff. Excluded pairs
 contribute nothing at all: OpenMM applies no reaction-field term to them.
 
-References: Tironi, Sperb, Smith, van Gunsteren, J. Chem. Phys. 102, 5451 (1995) (reaction
-field); Allen & Tildesley, Computer Simulation of Liquids, §2.8 (long-range correction);
-OpenMM user guide, "NonbondedForce".
+References: Tironi, Sperb, Smith, van Gunsteren, J. Chem. Phys. 102, 5451 (1995)
+(reaction field); Allen & Tildesley, Computer Simulation of Liquids, §2.8 (long-range
+correction); OpenMM user guide, "NonbondedForce".
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ from torchmd_core.units import COULOMB_KCAL_MOL_A
 __all__ = [
     "PairSettings",
     "all_pairs_block_energies",
+    "all_pairs_block_forces",
     "dispersion_coefficient",
     "lennard_jones",
     "lj_tables",
     "neighbor_list_energies",
+    "neighbor_list_forces",
     "pair_energies",
+    "pair_energies_and_gradients",
     "reaction_field_constants",
     "switch_integrals",
     "switching_function",
@@ -67,7 +72,7 @@ class PairSettings:
     electrostatics: bool = True
 
 
-# --------------------------------------------------------------------------- pair functions
+# ---------------------------------------------------------------- pair functions
 
 
 def lj_tables(
@@ -80,7 +85,8 @@ def lj_tables(
     """(c12, c6) tables of every pair of LJ types: Lorentz-Berthelot, then overrides.
 
     σ_ab = (σ_a + σ_b)/2, ε_ab = √(ε_a ε_b), c12 = 4ε σ¹², c6 = 4ε σ⁶; where
-    ``pair_mask`` is true ``pair_c12``/``pair_c6`` replace them (NBFIX, AMBER pair tables).
+    ``pair_mask`` is true ``pair_c12``/``pair_c6`` replace them (NBFIX, AMBER pair
+    tables).
 
     Args:
         sigma: (T,) Å.
@@ -119,7 +125,7 @@ def lennard_jones(r2: Tensor, c12: Tensor, c6: Tensor) -> Tensor:
 
 
 def switching_function(r: Tensor, switch_distance: float, cutoff: float) -> Tensor:
-    """OpenMM's LJ switch S(r): 1 for r ≤ r_s, 1 − 10t³ + 15t⁴ − 6t⁵ up to r_c, 0 beyond.
+    """OpenMM's LJ switch S(r): 1 up to r_s, 1 − 10t³ + 15t⁴ − 6t⁵ to r_c, 0 beyond.
 
     S, S' and S'' are continuous at both ends.
     """
@@ -128,7 +134,7 @@ def switching_function(r: Tensor, switch_distance: float, cutoff: float) -> Tens
 
 
 def reaction_field_constants(cutoff: float, dielectric: float) -> tuple[float, float]:
-    """(k_rf Å⁻³, c_rf Å⁻¹) of the reaction field, as OpenMM; ε_rf = inf is a conductor."""
+    """(k_rf Å⁻³, c_rf Å⁻¹) of the reaction field, as OpenMM (ε_rf = inf: conductor)."""
     if math.isinf(dielectric):
         return 0.5 / cutoff**3, 1.5 / cutoff
     k_rf = (dielectric - 1.0) / ((2.0 * dielectric + 1.0) * cutoff**3)
@@ -153,7 +159,11 @@ def pair_energies(
     e_lj = lennard_jones(r2, c12, c6)
     e_coul = None
     cutoff = settings.cutoff
-    r = torch.sqrt(r2) if (settings.electrostatics or settings.switch_distance) else None
+    r = (
+        torch.sqrt(r2)
+        if (settings.electrostatics or settings.switch_distance)
+        else None
+    )
     if cutoff is not None and settings.switch_distance is not None:
         assert r is not None
         e_lj = e_lj * switching_function(r, settings.switch_distance, cutoff)
@@ -162,7 +172,9 @@ def pair_energies(
         if cutoff is None:
             e_coul = COULOMB_KCAL_MOL_A * qq / r
         else:
-            k_rf, c_rf = reaction_field_constants(cutoff, settings.reaction_field_dielectric)
+            k_rf, c_rf = reaction_field_constants(
+                cutoff, settings.reaction_field_dielectric
+            )
             e_coul = COULOMB_KCAL_MOL_A * qq * (1.0 / r + k_rf * r2 - c_rf)
     if cutoff is not None:
         inside = r2 < cutoff * cutoff
@@ -172,11 +184,58 @@ def pair_energies(
     return e_lj, e_coul
 
 
+def pair_energies_and_gradients(
+    r2: Tensor, qq: Tensor | None, c12: Tensor, c6: Tensor, settings: PairSettings
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """:func:`pair_energies` plus g = (1/r) dE/dr of each pair (both terms), analytic.
+
+    The force on the second atom of a pair is −g·d and on the first +g·d, where d is the
+    displacement from the first to the second. Zero beyond the cutoff.
+
+    Returns:
+        (E_lj, E_coulomb or None, g in kcal/mol/Å²), each shaped like ``r2``.
+    """
+    inv_r2 = 1.0 / r2
+    inv_r6 = inv_r2 * inv_r2 * inv_r2
+    e_lj = (c12 * inv_r6 - c6) * inv_r6
+    g = (6.0 * c6 - 12.0 * c12 * inv_r6) * inv_r6 * inv_r2
+    cutoff = settings.cutoff
+    r = torch.sqrt(r2)
+    if cutoff is not None and settings.switch_distance is not None:
+        width = cutoff - settings.switch_distance
+        t = ((r - settings.switch_distance) / width).clamp(0.0, 1.0)
+        switch = 1.0 + t * t * t * (-10.0 + t * (15.0 - 6.0 * t))
+        d_switch = t * t * (-30.0 + t * (60.0 - 30.0 * t)) / width  # dS/dr
+        g = g * switch + e_lj * d_switch / r
+        e_lj = e_lj * switch
+    e_coul = None
+    if settings.electrostatics:
+        assert qq is not None
+        inv_r = 1.0 / r
+        if cutoff is None:
+            e_coul = COULOMB_KCAL_MOL_A * qq * inv_r
+            g = g - e_coul * inv_r2
+        else:
+            k_rf, c_rf = reaction_field_constants(
+                cutoff, settings.reaction_field_dielectric
+            )
+            prefactor = COULOMB_KCAL_MOL_A * qq
+            e_coul = prefactor * (inv_r + k_rf * r2 - c_rf)
+            g = g + prefactor * (2.0 * k_rf - inv_r * inv_r2)
+    if cutoff is not None:
+        inside = r2 < cutoff * cutoff
+        e_lj = torch.where(inside, e_lj, 0.0)
+        g = torch.where(inside, g, 0.0)
+        if e_coul is not None:
+            e_coul = torch.where(inside, e_coul, 0.0)
+    return e_lj, e_coul, g
+
+
 def _type_pair_index(types_i: Tensor, types_j: Tensor, n_types: int) -> Tensor:
     return types_i * n_types + types_j
 
 
-# --------------------------------------------------------------------------- pair sums
+# ---------------------------------------------------------------- pair sums
 
 
 def neighbor_list_energies(
@@ -204,9 +263,56 @@ def neighbor_list_energies(
     Returns:
         E_lj (R,), E_coulomb (R,) or None; kcal/mol.
     """
+    n_rep = positions.shape[0]
+    _, r2, replica, qq, a, b = _listed_pairs(
+        positions, box, pairs, charges, lj_types, c12, c6
+    )
+    e_lj, e_coul = pair_energies(r2, qq, a, b, settings)
+    return _per_replica(e_lj, replica, n_rep), (
+        None if e_coul is None else _per_replica(e_coul, replica, n_rep)
+    )
+
+
+def neighbor_list_forces(
+    positions: Tensor,
+    box: Tensor | None,
+    pairs: Tensor,
+    charges: Tensor | None,
+    lj_types: Tensor,
+    c12: Tensor,
+    c6: Tensor,
+    settings: PairSettings,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """:func:`neighbor_list_energies` plus analytic forces (R, N, 3), kcal/mol/Å.
+
+    For plain MD: no autograd graph is built (use :func:`neighbor_list_energies` under
+    autograd to differentiate through forces).
+    """
+    n_rep = positions.shape[0]
+    d, r2, replica, qq, a, b = _listed_pairs(
+        positions, box, pairs, charges, lj_types, c12, c6
+    )
+    e_lj, e_coul, g = pair_energies_and_gradients(r2, qq, a, b, settings)
+    f = g[:, None] * d  # dE/dx of the second atom of each pair
+    forces = torch.zeros_like(positions).reshape(-1, 3)
+    forces.index_add_(0, pairs[0], f).index_add_(0, pairs[1], -f)
+    coul = None if e_coul is None else _per_replica(e_coul, replica, n_rep)
+    return _per_replica(e_lj, replica, n_rep), coul, forces.reshape(positions.shape)
+
+
+def _listed_pairs(
+    positions: Tensor,
+    box: Tensor | None,
+    pairs: Tensor,
+    charges: Tensor | None,
+    lj_types: Tensor,
+    c12: Tensor,
+    c6: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+    """Displacement (P, 3), r² (P,), replica (P,), qq, c12, c6 (P,) of listed pairs."""
     n_rep, n_atoms = positions.shape[0], positions.shape[1]
     flat = positions.reshape(-1, 3)
-    d = flat[pairs[1]] - flat[pairs[0]]  # (P, 3)
+    d = flat[pairs[1]] - flat[pairs[0]]
     replica = pairs[0] // n_atoms
     if box is not None:
         d = minimum_image(d, box[0] if n_rep == 1 else box[replica])
@@ -214,10 +320,7 @@ def neighbor_list_energies(
     ai, aj = pairs[0] % n_atoms, pairs[1] % n_atoms
     tt = _type_pair_index(lj_types[ai], lj_types[aj], c12.shape[0])
     qq = None if charges is None else charges[ai] * charges[aj]
-    e_lj, e_coul = pair_energies(r2, qq, c12.reshape(-1)[tt], c6.reshape(-1)[tt], settings)
-    return _per_replica(e_lj, replica, n_rep), (
-        None if e_coul is None else _per_replica(e_coul, replica, n_rep)
-    )
+    return d, r2, replica, qq, c12.reshape(-1)[tt], c6.reshape(-1)[tt]
 
 
 def _per_replica(values: Tensor, replica: Tensor, n_rep: int) -> Tensor:
@@ -254,24 +357,74 @@ def all_pairs_block_energies(
     Returns:
         E_lj (R,), E_coulomb (R,) or None; kcal/mol.
     """
-    n_atoms = positions.shape[1]
-    device = positions.device
-    d = positions[:, None, start:] - positions[:, start:stop, None]  # (R, B, M, 3)
-    r2 = (d * d).sum(-1)
-    rows = torch.arange(start, stop, device=device)
-    cols = torch.arange(start, n_atoms, device=device)
-    valid = (cols[None, :] > rows[:, None]) & ~excluded  # (B, M)
-    r2 = torch.where(valid, r2, 1.0)  # keep masked pairs (r = 0 on the diagonal) finite
-    tt = _type_pair_index(lj_types[start:stop, None], lj_types[None, start:], c12.shape[0])
-    qq = None if charges is None else charges[start:stop, None] * charges[None, start:]
-    e_lj, e_coul = pair_energies(r2, qq, c12.reshape(-1)[tt], c6.reshape(-1)[tt], settings)
+    _, r2, valid, qq, a, b = _block_pairs(
+        positions, start, stop, charges, lj_types, c12, c6, excluded
+    )
+    e_lj, e_coul = pair_energies(r2, qq, a, b, settings)
     e_lj = torch.where(valid, e_lj, 0.0).sum((1, 2))
     if e_coul is not None:
         e_coul = torch.where(valid, e_coul, 0.0).sum((1, 2))
     return e_lj, e_coul
 
 
-# --------------------------------------------------------------------------- dispersion
+def all_pairs_block_forces(
+    positions: Tensor,
+    start: int,
+    stop: int,
+    charges: Tensor | None,
+    lj_types: Tensor,
+    c12: Tensor,
+    c6: Tensor,
+    excluded: Tensor,
+    settings: PairSettings,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """:func:`all_pairs_block_energies` plus analytic forces on atoms start..N−1.
+
+    Returns:
+        E_lj (R,), E_coulomb (R,) or None, forces (R, N − start, 3) kcal/mol/Å.
+    """
+    d, r2, valid, qq, a, b = _block_pairs(
+        positions, start, stop, charges, lj_types, c12, c6, excluded
+    )
+    e_lj, e_coul, g = pair_energies_and_gradients(r2, qq, a, b, settings)
+    f = (
+        torch.where(valid, g, 0.0)[..., None] * d
+    )  # (R, B, M, 3): dE/dx_j of pair (i, j)
+    forces = -f.sum(1)
+    forces[:, : stop - start] += f.sum(2)
+    e_lj = torch.where(valid, e_lj, 0.0).sum((1, 2))
+    if e_coul is not None:
+        e_coul = torch.where(valid, e_coul, 0.0).sum((1, 2))
+    return e_lj, e_coul, forces
+
+
+def _block_pairs(
+    positions: Tensor,
+    start: int,
+    stop: int,
+    charges: Tensor | None,
+    lj_types: Tensor,
+    c12: Tensor,
+    c6: Tensor,
+    excluded: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+    """Displacement (R, B, M, 3), safe r² (R, B, M), valid (B, M), qq/c12/c6 (B, M)."""
+    n_atoms = positions.shape[1]
+    device = positions.device
+    d = positions[:, None, start:] - positions[:, start:stop, None]
+    r2 = (d * d).sum(-1)
+    rows = torch.arange(start, stop, device=device)
+    cols = torch.arange(start, n_atoms, device=device)
+    valid = (cols[None, :] > rows[:, None]) & ~excluded
+    r2 = torch.where(valid, r2, 1.0)  # keep masked pairs (r = 0 on the diagonal) finite
+    tt = _type_pair_index(
+        lj_types[start:stop, None], lj_types[None, start:], c12.shape[0]
+    )
+    qq = None if charges is None else charges[start:stop, None] * charges[None, start:]
+    return d, r2, valid, qq, c12.reshape(-1)[tt], c6.reshape(-1)[tt]
+
+
+# ---------------------------------------------------------------- dispersion
 
 
 @lru_cache(maxsize=64)
@@ -284,7 +437,9 @@ def switch_integrals(switch_distance: float, cutoff: float) -> tuple[float, floa
     Cached: it depends on the two distances only.
     """
     if not 0.0 < switch_distance < cutoff:
-        raise ValueError(f"need 0 < switch_distance < cutoff, got {switch_distance}, {cutoff}")
+        raise ValueError(
+            f"need 0 < switch_distance < cutoff, got {switch_distance}, {cutoff}"
+        )
     nodes, weights = np.polynomial.legendre.leggauss(128)
     half = 0.5 * (cutoff - switch_distance)
     r = switch_distance + half * (nodes + 1.0)
@@ -305,15 +460,15 @@ def dispersion_coefficient(
     """Coefficient K of the long-range dispersion correction E = K / V, kcal/mol·Å³.
 
     As OpenMM's NonbondedForce and CustomNonbondedForce: the LJ energy missing beyond
-    the cutoff (and removed by switching) of a uniform fluid, averaged over the
-    N(N+1)/2 pairs of atom classes counted with self-pairs (class a with itself n_a(n_a+1)/2
+    the cutoff (and removed by switching) of a uniform fluid, averaged over the N(N+1)/2
+    pairs of atom classes counted with self-pairs (class a with itself n_a(n_a+1)/2
     times, classes a ≠ b n_a n_b times):
 
         K = 2π N² · Σ_{a≤b} count_ab F_ab / (N(N+1)/2)
         F_ab = c12_ab (1/(9 r_c⁹) + J12) − c6_ab (1/(3 r_c³) + J6)
 
-    with J12, J6 from :func:`switch_integrals` (zero without switching). Grouping atoms by
-    LJ type gives the same K as OpenMM's grouping by identical parameters.
+    with J12, J6 from :func:`switch_integrals` (zero without switching). Grouping atoms
+    by LJ type gives the same K as OpenMM's grouping by identical parameters.
 
     Args:
         c12, c6: (T, T) tables.
@@ -324,7 +479,11 @@ def dispersion_coefficient(
     Returns:
         () tensor, kcal/mol·Å³.
     """
-    j12, j6 = (0.0, 0.0) if switch_distance is None else switch_integrals(switch_distance, cutoff)
+    j12, j6 = (
+        (0.0, 0.0)
+        if switch_distance is None
+        else switch_integrals(switch_distance, cutoff)
+    )
     f = c12 * (1.0 / (9.0 * cutoff**9) + j12) - c6 * (1.0 / (3.0 * cutoff**3) + j6)
     n = type_counts.to(f.dtype)
     n_atoms = n.sum()

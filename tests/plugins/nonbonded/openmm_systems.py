@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import openmm
 import torch
+from torchmd_plugins.nonbonded.kernels import lj_tables
 
 from torchmd_core import NonbondedParameters, Residue, System
 from torchmd_core.geometry import box_from_lengths_angles
-from torchmd_plugins.nonbonded.kernels import lj_tables
 
 KCAL = 4.184  # kJ per kcal
 ENERGY = 1.0 / KCAL  # kJ/mol → kcal/mol
@@ -42,7 +42,10 @@ class Mode:
     def config(self) -> dict:
         cfg: dict = {"kind": "nonbonded", "cutoff": self.cutoff}
         if self.cutoff is not None:
-            cfg.update(reaction_field_dielectric=self.dielectric, dispersion_correction=self.dispersion)
+            cfg.update(
+                reaction_field_dielectric=self.dielectric,
+                dispersion_correction=self.dispersion,
+            )
         if self.switch_distance is not None:
             cfg["switch_distance"] = self.switch_distance
         return cfg
@@ -53,13 +56,30 @@ MODES = {
     for m in [
         Mode("nocutoff", "NoCutoff"),
         Mode("rf_nonperiodic", "CutoffNonPeriodic", cutoff=8.0),
-        Mode("rf_nonperiodic_switch", "CutoffNonPeriodic", cutoff=8.0, switch_distance=6.5),
+        Mode(
+            "rf_nonperiodic_switch",
+            "CutoffNonPeriodic",
+            cutoff=8.0,
+            switch_distance=6.5,
+        ),
         Mode("rf_periodic", "CutoffPeriodic", cutoff=8.0),
         Mode("rf_periodic_switch", "CutoffPeriodic", cutoff=8.0, switch_distance=6.5),
         Mode("rf_periodic_nodisp", "CutoffPeriodic", cutoff=8.0, dispersion=False),
-        Mode("rf_periodic_switch_nodisp", "CutoffPeriodic", cutoff=8.0, switch_distance=7.0, dispersion=False),
+        Mode(
+            "rf_periodic_switch_nodisp",
+            "CutoffPeriodic",
+            cutoff=8.0,
+            switch_distance=7.0,
+            dispersion=False,
+        ),
         Mode("rf_periodic_eps20", "CutoffPeriodic", cutoff=7.5, dielectric=20.0),
-        Mode("rf_periodic_eps1_switch", "CutoffPeriodic", cutoff=7.5, switch_distance=5.0, dielectric=1.0),
+        Mode(
+            "rf_periodic_eps1_switch",
+            "CutoffPeriodic",
+            cutoff=7.5,
+            switch_distance=5.0,
+            dielectric=1.0,
+        ),
     ]
 }
 
@@ -93,8 +113,12 @@ class RandomSystem:
             epsilon=t(self.epsilon, dtype=torch.float64),
             type_names=tuple(f"T{i}" for i in range(len(self.sigma))),
             pair_mask=None if self.pair_mask is None else t(self.pair_mask),
-            pair_c12=None if self.pair_c12 is None else t(self.pair_c12, dtype=torch.float64),
-            pair_c6=None if self.pair_c6 is None else t(self.pair_c6, dtype=torch.float64),
+            pair_c12=None
+            if self.pair_c12 is None
+            else t(self.pair_c12, dtype=torch.float64),
+            pair_c6=None
+            if self.pair_c6 is None
+            else t(self.pair_c6, dtype=torch.float64),
         )
         return System(
             masses=torch.full((n,), 12.0, dtype=torch.float64),
@@ -112,7 +136,13 @@ class RandomSystem:
     def tables(self) -> tuple[np.ndarray, np.ndarray]:
         """(c12, c6) per type pair, kcal/mol·Å¹² and ·Å⁶."""
         t = lambda a: None if a is None else torch.as_tensor(a)  # noqa: E731
-        c12, c6 = lj_tables(t(self.sigma), t(self.epsilon), t(self.pair_mask), t(self.pair_c12), t(self.pair_c6))
+        c12, c6 = lj_tables(
+            t(self.sigma),
+            t(self.epsilon),
+            t(self.pair_mask),
+            t(self.pair_c12),
+            t(self.pair_c6),
+        )
         return c12.numpy(), c6.numpy()
 
 
@@ -126,13 +156,19 @@ def random_system(
 ) -> RandomSystem:
     """n_side³ atoms on a jittered lattice filling a (possibly triclinic) box.
 
-    Charges are random and neutral overall; one LJ type has ε = 0 (like water hydrogens);
-    each atom is excluded from up to 3 lattice neighbours (bond-like) and a few random
-    distant atoms; some atoms lie outside the box (positions are not wrapped).
+    Charges are random and neutral overall; one LJ type has ε = 0 (like water
+    hydrogens); each atom is excluded from up to 3 lattice neighbours (bond-like) and a
+    few random distant atoms; some atoms lie outside the box (positions are not
+    wrapped).
     """
     rng = np.random.default_rng(seed)
     box = box_from_lengths_angles(*lengths, *angles).numpy()
-    grid = (np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3) + 0.5) / n_side
+    grid = (
+        np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(
+            -1, 3
+        )
+        + 0.5
+    ) / n_side
     n = len(grid)
     positions = grid @ box + rng.normal(scale=0.3, size=(n, 3))
     shifted = rng.random(n) < 0.15
@@ -156,11 +192,16 @@ def random_system(
                 c12[x, y] = 4 * e * s**12
     excl = set()
     for i in range(n):
-        for j in rng.choice(n, size=2, replace=False).tolist() + _lattice_neighbours(i, n_side)[: rng.integers(0, 4)]:
+        for j in (
+            rng.choice(n, size=2, replace=False).tolist()
+            + _lattice_neighbours(i, n_side)[: rng.integers(0, 4)]
+        ):
             if i != j:
                 excl.add((min(i, j), max(i, j)))
     exclusions = np.array(sorted(excl), dtype=np.int64).reshape(-1, 2)
-    return RandomSystem(charges, lj_types, sigma, epsilon, mask, c12, c6, exclusions, positions, box)
+    return RandomSystem(
+        charges, lj_types, sigma, epsilon, mask, c12, c6, exclusions, positions, box
+    )
 
 
 def _lattice_neighbours(i: int, n_side: int) -> list[int]:
@@ -168,7 +209,9 @@ def _lattice_neighbours(i: int, n_side: int) -> list[int]:
     out = []
     for dx, dy, dz in [(1, 0, 0), (0, 1, 0), (0, 0, 1)]:
         if x + dx < n_side and y + dy < n_side and z + dz < n_side:
-            out.append(int(np.ravel_multi_index((x + dx, y + dy, z + dz), (n_side,) * 3)))
+            out.append(
+                int(np.ravel_multi_index((x + dx, y + dy, z + dz), (n_side,) * 3))
+            )
     return out
 
 
@@ -177,10 +220,16 @@ def without_charges(rs: RandomSystem) -> RandomSystem:
 
 
 def without_lj(rs: RandomSystem) -> RandomSystem:
-    return replace(rs, epsilon=np.zeros_like(rs.epsilon), pair_mask=None, pair_c12=None, pair_c6=None)
+    return replace(
+        rs,
+        epsilon=np.zeros_like(rs.epsilon),
+        pair_mask=None,
+        pair_c12=None,
+        pair_c6=None,
+    )
 
 
-# --------------------------------------------------------------------------- OpenMM
+# ---------------------------------------------------------------- OpenMM
 
 
 def openmm_system(
@@ -193,8 +242,8 @@ def openmm_system(
 
     Args:
         dispersion: override ``mode.dispersion``.
-        exceptions: (i, j) → (q_i q_j e², σ Å, ε kcal/mol) for excluded pairs that should
-            interact as OpenMM exceptions (1-4 pairs); other exclusions are zero exceptions.
+        exceptions: (i, j) → (q_i q_j e², σ Å, ε kcal/mol) for excluded pairs that
+            interact as OpenMM exceptions (1-4 pairs); other exclusions are zero ones.
     """
     disp = mode.dispersion if dispersion is None else dispersion
     system = openmm.System()
@@ -215,7 +264,10 @@ def openmm_system(
     for i, j in rs.exclusions.tolist():
         qq, s, e = exceptions.get((i, j), (0.0, 0.1, 0.0))
         force.addException(i, j, qq, s * 0.1, e * KCAL)
-    for f, kind in [(force, openmm.NonbondedForce), (custom, openmm.CustomNonbondedForce)]:
+    for f, kind in [
+        (force, openmm.NonbondedForce),
+        (custom, openmm.CustomNonbondedForce),
+    ]:
         if f is None:
             continue
         f.setNonbondedMethod(getattr(kind, mode.method))
@@ -237,10 +289,16 @@ def _custom_lj(rs: RandomSystem) -> openmm.CustomNonbondedForce:
     t = len(rs.sigma)
     a = np.sqrt(c12 * KCAL * 1e-12)  # √(kJ/mol·nm¹²)
     b = c6 * KCAL * 1e-6  # kJ/mol·nm⁶
-    custom = openmm.CustomNonbondedForce("(a/r6)^2-b/r6; r6=r^6; a=acoef(type1, type2); b=bcoef(type1, type2)")
+    custom = openmm.CustomNonbondedForce(
+        "(a/r6)^2-b/r6; r6=r^6; a=acoef(type1, type2); b=bcoef(type1, type2)"
+    )
     # Discrete2DFunction is indexed [i + T*j]: a column-major flattening.
-    custom.addTabulatedFunction("acoef", openmm.Discrete2DFunction(t, t, a.T.reshape(-1).tolist()))
-    custom.addTabulatedFunction("bcoef", openmm.Discrete2DFunction(t, t, b.T.reshape(-1).tolist()))
+    custom.addTabulatedFunction(
+        "acoef", openmm.Discrete2DFunction(t, t, a.T.reshape(-1).tolist())
+    )
+    custom.addTabulatedFunction(
+        "bcoef", openmm.Discrete2DFunction(t, t, b.T.reshape(-1).tolist())
+    )
     custom.addPerParticleParameter("type")
     for k in rs.lj_types.tolist():
         custom.addParticle([float(k)])
@@ -249,15 +307,25 @@ def _custom_lj(rs: RandomSystem) -> openmm.CustomNonbondedForce:
     return custom
 
 
-def openmm_energy_forces(system: openmm.System, rs: RandomSystem) -> tuple[float, np.ndarray]:
+def openmm_energy_forces(
+    system: openmm.System, rs: RandomSystem
+) -> tuple[float, np.ndarray]:
     """Energy (kcal/mol) and forces (N, 3) kcal/mol/Å on the Reference platform."""
     platform = openmm.Platform.getPlatformByName("Reference")
     context = openmm.Context(system, openmm.VerletIntegrator(1e-3), platform)
     context.setPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in rs.box])
     context.setPositions(rs.positions * 0.1)
     state = context.getState(getEnergy=True, getForces=True)
-    energy = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole) * ENERGY
-    forces = state.getForces(asNumpy=True).value_in_unit(openmm.unit.kilojoule_per_mole / openmm.unit.nanometer) * FORCE
+    energy = (
+        state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+        * ENERGY
+    )
+    forces = (
+        state.getForces(asNumpy=True).value_in_unit(
+            openmm.unit.kilojoule_per_mole / openmm.unit.nanometer
+        )
+        * FORCE
+    )
     return energy, np.asarray(forces)
 
 
@@ -267,16 +335,20 @@ def openmm_terms(rs: RandomSystem, mode: Mode) -> dict[str, tuple[float, np.ndar
     lj = openmm_energy_forces(openmm_system(lj_only, mode, dispersion=False), lj_only)
     out = {"lj": lj}
     coul_only = without_lj(rs)
-    out["coulomb"] = openmm_energy_forces(openmm_system(coul_only, mode, dispersion=False), coul_only)
+    out["coulomb"] = openmm_energy_forces(
+        openmm_system(coul_only, mode, dispersion=False), coul_only
+    )
     if mode.cutoff is not None and mode.dispersion:
-        e, f = openmm_energy_forces(openmm_system(lj_only, mode, dispersion=True), lj_only)
+        e, f = openmm_energy_forces(
+            openmm_system(lj_only, mode, dispersion=True), lj_only
+        )
         out["dispersion_correction"] = (e - lj[0], f - lj[1])
     out["total"] = openmm_energy_forces(openmm_system(rs, mode), rs)
     return out
 
 
 def system_from_openmm(omm: openmm.System) -> System:
-    """A torchmd System holding the nonbonded part of an OpenMM System (no loader involved).
+    """A torchmd System with the nonbonded part of an OpenMM System (no loader used).
 
     Charges and exclusions (every exception) come from the NonbondedForce; LJ from its
     per-particle σ, ε (one type per distinct pair), or, when a CustomNonbondedForce
@@ -286,17 +358,31 @@ def system_from_openmm(omm: openmm.System) -> System:
     force = next(f for f in omm.getForces() if isinstance(f, openmm.NonbondedForce))
     custom = [f for f in omm.getForces() if isinstance(f, openmm.CustomNonbondedForce)]
     n = omm.getNumParticles()
-    params = np.array([[_value(x) for x in force.getParticleParameters(i)] for i in range(n)])
+    params = np.array(
+        [[_value(x) for x in force.getParticleParameters(i)] for i in range(n)]
+    )
     charges = params[:, 0]
     exclusions = np.array(
-        sorted({tuple(sorted(force.getExceptionParameters(k)[:2])) for k in range(force.getNumExceptions())}),
+        sorted(
+            {
+                tuple(sorted(force.getExceptionParameters(k)[:2]))
+                for k in range(force.getNumExceptions())
+            }
+        ),
         dtype=np.int64,
     ).reshape(-1, 2)
     if custom:
         (cforce,) = custom
-        assert cforce.getEnergyFunction().replace(" ", "").startswith("(a/r6)^2-b/r6"), cforce.getEnergyFunction()
-        assert not params[:, 2].any(), "LJ both in NonbondedForce and CustomNonbondedForce"
-        tables = {cforce.getTabulatedFunctionName(k): cforce.getTabulatedFunction(k) for k in range(cforce.getNumTabulatedFunctions())}
+        assert (
+            cforce.getEnergyFunction().replace(" ", "").startswith("(a/r6)^2-b/r6")
+        ), cforce.getEnergyFunction()
+        assert not params[:, 2].any(), (
+            "LJ both in NonbondedForce and CustomNonbondedForce"
+        )
+        tables = {
+            cforce.getTabulatedFunctionName(k): cforce.getTabulatedFunction(k)
+            for k in range(cforce.getNumTabulatedFunctions())
+        }
         t, _, a = tables["acoef"].getFunctionParameters()
         _, _, b = tables["bcoef"].getFunctionParameters()
         a = np.asarray(a).reshape(t, t).T  # stored [i + T*j]
@@ -310,7 +396,18 @@ def system_from_openmm(omm: openmm.System) -> System:
         sigma, epsilon = keys[:, 0] * 10.0, keys[:, 1] / KCAL
         mask = c12 = c6 = None
     box = np.array([[v.x, v.y, v.z] for v in omm.getDefaultPeriodicBoxVectors()]) * 10.0
-    rs = RandomSystem(charges, lj_types.reshape(-1), sigma, epsilon, mask, c12, c6, exclusions, np.zeros((n, 3)), box)
+    rs = RandomSystem(
+        charges,
+        lj_types.reshape(-1),
+        sigma,
+        epsilon,
+        mask,
+        c12,
+        c6,
+        exclusions,
+        np.zeros((n, 3)),
+        box,
+    )
     return rs.system()
 
 

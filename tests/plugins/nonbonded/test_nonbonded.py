@@ -1,4 +1,4 @@
-"""The ``nonbonded`` potential: config, conformance, and parity with OpenMM on random systems."""
+"""The ``nonbonded`` potential: config, conformance, OpenMM parity (random systems)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 from torch.testing import assert_close
-
-from torchmd_core import ConfigError, PotentialSum, Registry, State, parse_config, units
-from torchmd_core.testing import TOLERANCES, check_potential
 from torchmd_plugins.nonbonded import nonbonded as nonbonded_module
 from torchmd_plugins.nonbonded.nonbonded import Nonbonded
+
 from tests.plugins.nonbonded.conftest import BOXES, replicas
 from tests.plugins.nonbonded.openmm_systems import (
     MODES,
@@ -22,7 +20,8 @@ from tests.plugins.nonbonded.openmm_systems import (
     openmm_terms,
     random_system,
 )
-
+from torchmd_core import ConfigError, PotentialSum, Registry, State, parse_config, units
+from torchmd_core.testing import TOLERANCES, check_potential
 
 
 def make(rs: RandomSystem, **config: object) -> Nonbonded:
@@ -34,7 +33,7 @@ def state_of(rs: RandomSystem, periodic: bool) -> State:
     return State(positions=torch.as_tensor(rs.positions)[None], box=box)
 
 
-# --------------------------------------------------------------------------- config
+# ---------------------------------------------------------------- config
 
 
 def test_registered_as_nonbonded(builtin_registry: Registry) -> None:
@@ -51,13 +50,29 @@ def test_defaults_are_no_cutoff_and_openmm_settings() -> None:
 @pytest.mark.parametrize(
     "config, field, words",
     [
-        (dict(cutoff=9.0, switch_distance=9.0), "switch_distance", "must be < cutoff (9 Å)"),
+        (
+            dict(cutoff=9.0, switch_distance=9.0),
+            "switch_distance",
+            "must be < cutoff (9 Å)",
+        ),
         (dict(cutoff=9.0, switch_distance=10.0), "switch_distance", "must be < cutoff"),
         (dict(switch_distance=7.0), "switch_distance", "needs a cutoff"),
-        (dict(cutoff=9.0, electrostatics="coulomb"), "electrostatics", "with a cutoff use 'reaction_field'"),
+        (
+            dict(cutoff=9.0, electrostatics="coulomb"),
+            "electrostatics",
+            "with a cutoff use 'reaction_field'",
+        ),
         (dict(cutoff=-1.0), "cutoff", "greater than 0"),
-        (dict(cutoff=9.0, reaction_field_dielectric=0.5), "reaction_field_dielectric", "greater than or equal to 1"),
-        (dict(electrostatics="pme"), "electrostatics", "'reaction_field', 'coulomb' or 'none'"),
+        (
+            dict(cutoff=9.0, reaction_field_dielectric=0.5),
+            "reaction_field_dielectric",
+            "greater than or equal to 1",
+        ),
+        (
+            dict(electrostatics="pme"),
+            "electrostatics",
+            "'reaction_field', 'coulomb' or 'none'",
+        ),
         (dict(cutof=9.0), "cutof", "Extra inputs"),
     ],
 )
@@ -79,7 +94,10 @@ def test_config_error_names_the_field(toy_registry: Registry) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data, registry=toy_registry)
     text = str(info.value)
-    assert "potentials[0] (kind='nonbonded').switch_distance: must be < cutoff (9 Å), got 10.0" in text
+    assert (
+        "potentials[0] (kind='nonbonded').switch_distance: "
+        "must be < cutoff (9 Å), got 10.0" in text
+    )
 
 
 @pytest.mark.parametrize(
@@ -93,7 +111,9 @@ def test_config_error_names_the_field(toy_registry: Registry) -> None:
         ({"cutoff": 6.0, "electrostatics": "none"}, ("lj", "dispersion_correction")),
     ],
 )
-def test_term_names_follow_the_config(small: RandomSystem, config: dict, names: tuple) -> None:
+def test_term_names_follow_the_config(
+    small: RandomSystem, config: dict, names: tuple
+) -> None:
     pot = make(small, **config)
     assert pot.term_names == names
     for periodic in (False, True) if "cutoff" in config else (False,):
@@ -106,7 +126,7 @@ def test_pair_exclusions_are_the_system_exclusions(small: RandomSystem) -> None:
     assert got == {tuple(p) for p in small.exclusions.tolist()}
 
 
-# --------------------------------------------------------------------------- conformance
+# ---------------------------------------------------------------- conformance
 
 
 F64, F32 = torch.float64, torch.float32
@@ -115,11 +135,27 @@ SWITCHED = {"cutoff": 6.0, "switch_distance": 5.0, "reaction_field_dielectric": 
 
 @pytest.mark.parametrize(
     "config, dtype",
-    [({}, F64), ({}, F32), ({"electrostatics": "none"}, F64), (SWITCHED, F64), (SWITCHED, F32)],
-    ids=["nocutoff-f64", "nocutoff-f32", "lj_only-f64", "rf_nonperiodic_switch-f64", "rf_nonperiodic_switch-f32"],
+    [
+        ({}, F64),
+        ({}, F32),
+        ({"electrostatics": "none"}, F64),
+        (SWITCHED, F64),
+        (SWITCHED, F32),
+    ],
+    ids=[
+        "nocutoff-f64",
+        "nocutoff-f32",
+        "lj_only-f64",
+        "rf_nonperiodic_switch-f64",
+        "rf_nonperiodic_switch-f32",
+    ],
 )
-def test_conforms_without_box(small: RandomSystem, config: dict, dtype: torch.dtype) -> None:
-    check_potential(make(small, **config), replicas(small, periodic=False).to(dtype=dtype))
+def test_conforms_without_box(
+    small: RandomSystem, config: dict, dtype: torch.dtype
+) -> None:
+    check_potential(
+        make(small, **config), replicas(small, periodic=False).to(dtype=dtype)
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,18 +166,33 @@ def test_conforms_without_box(small: RandomSystem, config: dict, dtype: torch.dt
         (SWITCHED, "triclinic", F64),
         (SWITCHED, "triclinic", F32),
         ({"cutoff": 6.0}, "triclinic", F64),
-        ({"cutoff": 6.0, "electrostatics": "none", "dispersion_correction": False}, "orthorhombic", F64),
+        (
+            {"cutoff": 6.0, "electrostatics": "none", "dispersion_correction": False},
+            "orthorhombic",
+            F64,
+        ),
     ],
-    ids=["rf_switch-ortho-f64", "rf_switch-ortho-f32", "rf_switch-tric-f64", "rf_switch-tric-f32", "rf-tric-f64", "lj_nodisp-ortho-f64"],
+    ids=[
+        "rf_switch-ortho-f64",
+        "rf_switch-ortho-f32",
+        "rf_switch-tric-f64",
+        "rf_switch-tric-f32",
+        "rf-tric-f64",
+        "lj_nodisp-ortho-f64",
+    ],
 )
 def test_conforms_with_box(
-    small: RandomSystem, small_triclinic: RandomSystem, config: dict, box: str, dtype: torch.dtype
+    small: RandomSystem,
+    small_triclinic: RandomSystem,
+    config: dict,
+    box: str,
+    dtype: torch.dtype,
 ) -> None:
     rs = small if box == "orthorhombic" else small_triclinic
     check_potential(make(rs, **config), replicas(rs).to(dtype=dtype))
 
 
-# --------------------------------------------------------------------------- OpenMM parity
+# ---------------------------------------------------------------- OpenMM parity
 
 
 def _compare(rs: RandomSystem, mode: Mode) -> None:
@@ -153,7 +204,9 @@ def _compare(rs: RandomSystem, mode: Mode) -> None:
     e_ref, f_ref = reference.pop("total")
     assert set(terms) == set(reference)
     for name, (e_term, _) in reference.items():
-        assert abs(float(terms[name][0]) - e_term) <= max(1e-3, 1e-7 * abs(e_term)), name
+        assert abs(float(terms[name][0]) - e_term) <= max(1e-3, 1e-7 * abs(e_term)), (
+            name
+        )
     assert abs(float(energy[0]) - e_ref) <= max(1e-3, 1e-7 * abs(e_ref))
     assert np.abs(forces[0].numpy() - f_ref).max() <= 1e-3
     # Per-term forces through autograd of each term.
@@ -172,7 +225,11 @@ def test_matches_openmm_orthorhombic(mode: str, nbfix: bool) -> None:
 
 
 @pytest.mark.parametrize("nbfix", [False, True], ids=["lorentz_berthelot", "nbfix"])
-@pytest.mark.parametrize("mode", [m for m in MODES if MODES[m].periodic], ids=[m for m in MODES if MODES[m].periodic])
+@pytest.mark.parametrize(
+    "mode",
+    [m for m in MODES if MODES[m].periodic],
+    ids=[m for m in MODES if MODES[m].periodic],
+)
 def test_matches_openmm_triclinic(mode: str, nbfix: bool) -> None:
     _compare(random_system(seed=12, nbfix=nbfix, **BOXES["triclinic"]), MODES[mode])
 
@@ -181,23 +238,37 @@ def test_matches_openmm_triclinic(mode: str, nbfix: bool) -> None:
 def test_exceptions_are_plain_uncut_pairs_in_openmm(mode: str) -> None:
     """OpenMM evaluates exceptions (1-4 pairs) as plain Coulomb + LJ without cutoff or
     reaction field, and applies nothing to excluded pairs: its total is our nonbonded
-    energy plus that plain sum, which is what the amber potential's lj14/coulomb14 add."""
+    energy plus that plain sum, which is what the amber potential's lj14/coulomb14
+    add."""
     rs = random_system(seed=13, nbfix=False, **BOXES["orthorhombic"])
     rng = np.random.default_rng(0)
     picked = rs.exclusions[rng.choice(len(rs.exclusions), 40, replace=False)]
-    exceptions = {(int(i), int(j)): (rng.normal(0, 0.1), rng.uniform(2.5, 3.5), rng.uniform(0.05, 0.2)) for i, j in picked}
-    e_omm, f_omm = openmm_energy_forces(openmm_system(rs, MODES[mode], exceptions=exceptions), rs)
+    exceptions = {
+        (int(i), int(j)): (
+            rng.normal(0, 0.1),
+            rng.uniform(2.5, 3.5),
+            rng.uniform(0.05, 0.2),
+        )
+        for i, j in picked
+    }
+    e_omm, _ = openmm_energy_forces(
+        openmm_system(rs, MODES[mode], exceptions=exceptions), rs
+    )
     e_14 = 0.0
     for (i, j), (qq, s, e) in exceptions.items():
         r = np.linalg.norm(rs.positions[j] - rs.positions[i])  # never the minimum image
-        e_14 += units.COULOMB_KCAL_MOL_A * qq / r + 4 * e * ((s / r) ** 12 - (s / r) ** 6)
-    assert max(np.linalg.norm(rs.positions[j] - rs.positions[i]) for i, j in picked) > 8.0  # some beyond the cutoff
+        e_14 += units.COULOMB_KCAL_MOL_A * qq / r + 4 * e * (
+            (s / r) ** 12 - (s / r) ** 6
+        )
+    assert (
+        max(np.linalg.norm(rs.positions[j] - rs.positions[i]) for i, j in picked) > 8.0
+    )  # some beyond the cutoff
     pot = Nonbonded(Nonbonded.Config(**MODES[mode].config()), rs.system())
     energy = float(pot.energy(state_of(rs, MODES[mode].periodic))[0])
     assert abs(energy + e_14 - e_omm) <= max(1e-3, 1e-7 * abs(e_omm))
 
 
-# --------------------------------------------------------------------------- behaviour
+# ---------------------------------------------------------------- behaviour
 
 
 def test_no_cutoff_ignores_the_box(small: RandomSystem) -> None:
@@ -205,9 +276,13 @@ def test_no_cutoff_ignores_the_box(small: RandomSystem) -> None:
     assert_close(pot.energy(state_of(small, True)), pot.energy(state_of(small, False)))
 
 
-def test_dispersion_correction_is_zero_without_box_and_scales_with_volume(small: RandomSystem) -> None:
+def test_dispersion_correction_is_zero_without_box_and_scales_with_volume(
+    small: RandomSystem,
+) -> None:
     pot = make(small, cutoff=6.0, switch_distance=5.0)
-    assert pot.energy_terms(state_of(small, False))["dispersion_correction"].item() == 0.0
+    assert (
+        pot.energy_terms(state_of(small, False))["dispersion_correction"].item() == 0.0
+    )
     state = replicas(small, n=2)
     terms = pot.energy_terms(state)["dispersion_correction"]
     volume = torch.linalg.det(state.box)
@@ -228,7 +303,10 @@ def test_system_without_lj_parameters(small: RandomSystem) -> None:
     pot = Nonbonded(Nonbonded.Config(cutoff=6.0), system)
     terms = pot.energy_terms(state_of(small, True))
     assert terms["lj"].item() == 0.0 and terms["dispersion_correction"].item() == 0.0
-    assert_close(terms["coulomb"], make(small, cutoff=6.0).energy_terms(state_of(small, True))["coulomb"])
+    assert_close(
+        terms["coulomb"],
+        make(small, cutoff=6.0).energy_terms(state_of(small, True))["coulomb"],
+    )
 
 
 def test_shared_neighbor_list_gives_the_standalone_energy(small: RandomSystem) -> None:
@@ -238,14 +316,18 @@ def test_shared_neighbor_list_gives_the_standalone_energy(small: RandomSystem) -
     with torch.no_grad():
         e_shared, f_shared = total.energy_and_forces(state)
         e_alone, f_alone = pot.energy_and_forces(state)
-        moved = state.replace(positions=state.positions + 0.2 * torch.randn_like(state.positions))
+        moved = state.replace(
+            positions=state.positions + 0.2 * torch.randn_like(state.positions)
+        )
         e_moved = total.energy(moved)
     assert_close(e_shared, e_alone, **TOLERANCES[torch.float64])
     assert_close(f_shared, f_alone, **TOLERANCES[torch.float64])
     assert_close(e_moved, pot.energy(moved), **TOLERANCES[torch.float64])
 
 
-def test_all_pairs_in_blocks_equals_one_block(small: RandomSystem, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_all_pairs_in_blocks_equals_one_block(
+    small: RandomSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a cutoff, big systems are summed in checkpointed row blocks."""
     one = make(small)
     monkeypatch.setattr(nonbonded_module, "_BLOCK_PAIRS", 200)
@@ -259,14 +341,22 @@ def test_all_pairs_in_blocks_equals_one_block(small: RandomSystem, monkeypatch: 
     # Second derivatives (force matching) go through the checkpointed blocks too.
     for pot in (one, blocks):
         pot.charges.requires_grad_(True)
-    g1 = torch.autograd.grad(one.energy_and_forces(state)[1].square().sum(), one.charges)[0]
-    g2 = torch.autograd.grad(blocks.energy_and_forces(state)[1].square().sum(), blocks.charges)[0]
+    g1 = torch.autograd.grad(
+        one.energy_and_forces(state)[1].square().sum(), one.charges
+    )[0]
+    g2 = torch.autograd.grad(
+        blocks.energy_and_forces(state)[1].square().sum(), blocks.charges
+    )[0]
     assert_close(g2, g1, **TOLERANCES[torch.float64])
 
 
-@pytest.mark.parametrize("config", [{}, {"cutoff": 6.0, "switch_distance": 5.0}], ids=["nocutoff", "rf_periodic_switch"])
+@pytest.mark.parametrize(
+    "config",
+    [{}, {"cutoff": 6.0, "switch_distance": 5.0}],
+    ids=["nocutoff", "rf_periodic_switch"],
+)
 def test_parameters_are_differentiable(small: RandomSystem, config: dict) -> None:
-    """σ, ε, charges and pair tables are buffers the energy is rebuilt from each call."""
+    """σ, ε, charges and pair tables are buffers the energy is rebuilt from."""
     pot = make(small, **config)
     state = state_of(small, "cutoff" in config)
     names = ["sigma", "epsilon", "charges", "pair_c12", "pair_c6"]
@@ -312,13 +402,16 @@ def test_cuda_matches_cpu(small: RandomSystem) -> None:
 
 @pytest.mark.parametrize(
     "lengths, angles",
-    [((24.0, 24.0, 24.0), (60.0, 60.0, 90.0)), ((26.0, 26.0, 26.0), (109.4712206, 109.4712206, 109.4712206))],
+    [
+        ((24.0, 24.0, 24.0), (60.0, 60.0, 90.0)),
+        ((26.0, 26.0, 26.0), (109.4712206, 109.4712206, 109.4712206)),
+    ],
     ids=["rhombic_dodecahedron", "truncated_octahedron"],
 )
 def test_triclinic_pairs_openmm_reference_misses(lengths: tuple, angles: tuple) -> None:
-    """In these boxes OpenMM 8.6.1's Reference-platform voxel list misses pairs within the
-    cutoff (by its own minimum image); its CPU platform and an O(N²) search do not. We
-    list, and so count, exactly the pairs of the O(N²) search."""
+    """In these boxes OpenMM 8.6.1's Reference-platform voxel list misses pairs within
+    the cutoff (by its own minimum image); its CPU platform and an O(N²) search do not.
+    We list, and so count, exactly the pairs of the O(N²) search."""
     import openmm
 
     rs = random_system(seed=12, lengths=lengths, angles=angles)
@@ -335,13 +428,19 @@ def test_triclinic_pairs_openmm_reference_misses(lengths: tuple, angles: tuple) 
     i, j = torch.triu_indices(n, n, 1)
     r_all = minimum_image(positions[j] - positions[i], box).norm(dim=-1)
     excluded = {tuple(p) for p in rs.exclusions.tolist()}
-    brute = sum(1 for a, b, x in zip(i.tolist(), j.tolist(), r_all.tolist()) if x < cutoff and (a, b) not in excluded)
+    brute = sum(
+        1
+        for a, b, x in zip(i.tolist(), j.tolist(), r_all.tolist(), strict=True)
+        if x < cutoff and (a, b) not in excluded
+    )
 
     def openmm_count(platform: str) -> int:
         system = openmm.System()
         for _ in range(n):
             system.addParticle(1.0)
-        system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) * 0.1 for row in rs.box])
+        system.setDefaultPeriodicBoxVectors(
+            *[openmm.Vec3(*row) * 0.1 for row in rs.box]
+        )
         counter = openmm.CustomNonbondedForce("1")  # one unit of energy per listed pair
         for _ in range(n):
             counter.addParticle([])
@@ -350,9 +449,61 @@ def test_triclinic_pairs_openmm_reference_misses(lengths: tuple, angles: tuple) 
         counter.setNonbondedMethod(openmm.CustomNonbondedForce.CutoffPeriodic)
         counter.setCutoffDistance(cutoff * 0.1)
         system.addForce(counter)
-        context = openmm.Context(system, openmm.VerletIntegrator(1e-3), openmm.Platform.getPlatformByName(platform))
+        context = openmm.Context(
+            system,
+            openmm.VerletIntegrator(1e-3),
+            openmm.Platform.getPlatformByName(platform),
+        )
         context.setPositions(rs.positions * 0.1)
         return round(context.getState(getEnergy=True).getPotentialEnergy()._value)
 
     assert ours == brute == openmm_count("CPU")
     assert openmm_count("Reference") < ours
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"electrostatics": "none"},
+        {"cutoff": 6.0},
+        SWITCHED,
+        {"cutoff": 6.0, "switch_distance": 4.0, "electrostatics": "none"},
+    ],
+    ids=["nocutoff", "lj_only", "rf", "rf_switch", "lj_switch"],
+)
+@pytest.mark.parametrize("periodic", [False, True], ids=["open", "periodic"])
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+def test_analytic_forces_equal_autograd(
+    small_triclinic: RandomSystem, config: dict, periodic: bool, dtype: torch.dtype
+) -> None:
+    pot = make(small_triclinic, **config).to(dtype)
+    state = replicas(small_triclinic, periodic=periodic).to(dtype=dtype)
+    with torch.no_grad():
+        e_analytic, f_analytic = pot.energy_and_forces(state)
+    positions = state.positions.clone().requires_grad_(True)
+    e_graph, f_graph = pot.energy_and_forces(state.replace(positions=positions))
+    assert f_graph.requires_grad  # the autograd path, keeping the graph
+    assert_close(e_analytic, e_graph.detach(), **TOLERANCES[dtype])
+    scale = float(f_graph.detach().abs().max())
+    assert_close(
+        f_analytic,
+        f_graph.detach(),
+        rtol=0,
+        atol=TOLERANCES[dtype]["atol"] * max(1.0, scale),
+    )
+
+
+def test_analytic_forces_in_blocks(
+    small: RandomSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nonbonded_module, "_BLOCK_PAIRS", 150)
+    pot = make(small)
+    assert len(pot._blocks) > 10
+    state = replicas(small, periodic=False)
+    with torch.no_grad():
+        e_analytic, f_analytic = pot.energy_and_forces(state)
+    positions = state.positions.clone().requires_grad_(True)
+    e_graph, f_graph = pot.energy_and_forces(state.replace(positions=positions))
+    assert_close(e_analytic, e_graph.detach(), **TOLERANCES[F64])
+    assert_close(f_analytic, f_graph.detach(), **TOLERANCES[F64])

@@ -1,0 +1,64 @@
+"""Long validations that stay out of the default test run: one function per area.
+
+    python benchmarks/validate.py              # every validation
+    python benchmarks/validate.py nonbonded    # only the named ones
+
+Each validation runs its ``@pytest.mark.slow`` tests and may print the figures it
+checks. Add yours as a function decorated with ``@validation`` (the name is the
+function's). Exit status: the number of failed validations.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VALIDATIONS: dict[str, Callable[[], int]] = {}
+
+
+def validation(fn: Callable[[], int]) -> Callable[[], int]:
+    """Register ``fn`` (returns 0 on success) under its name."""
+    VALIDATIONS[fn.__name__] = fn
+    return fn
+
+
+def run(*args: str) -> int:
+    """Run a command from the repository root with this interpreter; its exit status."""
+    return subprocess.call([sys.executable, *args], cwd=ROOT)
+
+
+def slow_tests(*paths: str) -> int:
+    return run("-m", "pytest", "-q", "-m", "slow", *paths)
+
+
+@validation
+def nonbonded() -> int:
+    """The nonbonded potential against OpenMM: slow tests, then the figures."""
+    return slow_tests("tests/plugins/nonbonded") or run(
+        "benchmarks/nonbonded_parity.py"
+    )
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(VALIDATIONS)
+    unknown = [n for n in names if n not in VALIDATIONS]
+    if unknown:
+        print(
+            f"unknown validation(s) {unknown}; known: {', '.join(VALIDATIONS)}",
+            file=sys.stderr,
+        )
+        return 2
+    failed = [n for n in names if VALIDATIONS[n]() != 0]
+    print(
+        f"validations failed: {', '.join(failed)}"
+        if failed
+        else "all validations passed"
+    )
+    return len(failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
