@@ -38,6 +38,7 @@ def load_system(config: SystemConfig, registry: Registry | None = None) -> tuple
             _check_readable(Path(path))
     topo_loader = registry.loader_for(Path(config.topology), "topology", config.topology_format)
     system = topo_loader.load_topology(Path(config.topology), tuple(Path(p) for p in config.parameters))  # type: ignore[attr-defined]
+    _check_finite_parameters(system, config)
     coord_path = config.coordinates
     if coord_path is None:
         if not isinstance(topo_loader, CoordinateLoader):
@@ -48,6 +49,8 @@ def load_system(config: SystemConfig, registry: Registry | None = None) -> tuple
         coord_path = config.topology
     coord_loader = registry.loader_for(Path(coord_path), "coordinates", config.coordinates_format)
     coords = coord_loader.load_coordinates(Path(coord_path), system)  # type: ignore[attr-defined]
+    if not bool(torch.isfinite(coords.positions).all()):
+        raise InputFileError(f"coordinate file '{coord_path}' holds NaN or infinite positions; it is corrupt")
     if coords.n_atoms != system.n_atoms:
         raise TopologyError(
             f"coordinate file '{coord_path}' has {coords.n_atoms} atoms but topology "
@@ -58,6 +61,28 @@ def load_system(config: SystemConfig, registry: Registry | None = None) -> tuple
     # The starting structure, for terms tied to it (position restraints' reference).
     system.metadata["initial_coordinates"] = coords
     return system, coords
+
+
+def _check_finite_parameters(system: System, config: SystemConfig) -> None:
+    """A corrupt file can parse into NaN charges or parameters: refuse them here, for
+    every loader, rather than print NaN energies or blow up at the first step."""
+    bad: list[str] = []
+    for name, values in (("masses", system.masses), ("charges", system.charges)):
+        atoms = torch.nonzero(~torch.isfinite(values)).flatten().tolist()
+        if atoms:
+            bad.append(f"{name} of atoms {', '.join(map(str, atoms[:5]))}")
+    for term, table in system.terms.items():
+        bad.extend(f"{term} parameter '{key}'" for key, v in table.values.items() if not bool(torch.isfinite(v).all()))
+    if system.nonbonded is not None:
+        for key in ("sigma", "epsilon"):
+            if not bool(torch.isfinite(getattr(system.nonbonded, key)).all()):
+                bad.append(f"Lennard-Jones {key}")
+    if bad:
+        files = ", ".join(f"'{p}'" for p in (config.topology, *config.parameters))
+        raise InputFileError(
+            f"non-finite (NaN or infinite) values read from {files}: {'; '.join(bad)}; the "
+            "file is corrupt"
+        )
 
 
 def box_from_config(values: tuple[float, ...]) -> torch.Tensor:
