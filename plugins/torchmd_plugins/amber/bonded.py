@@ -75,6 +75,9 @@ class TermParameters(nn.Module):
     for every interaction.
     """
 
+    atoms: Tensor
+    types: Tensor
+
     def __init__(self, table: ParameterTable) -> None:
         super().__init__()
         self.register_buffer("atoms", table.atoms.clone())
@@ -88,7 +91,7 @@ class TermParameters(nn.Module):
         return int(self.atoms.shape[0])
 
     def value(self, name: str) -> Tensor:
-        """The per-type tensor of one parameter (a buffer, or a Parameter once trainable)."""
+        """The per-type tensor of one parameter (a buffer, or a trainable Parameter)."""
         tensor = getattr(self, name)
         assert isinstance(tensor, Tensor)
         return tensor
@@ -99,7 +102,7 @@ class TermParameters(nn.Module):
 
 
 class AmberBonded(Potential):
-    """Bonded AMBER/CHARMM terms: bonds, angles, Urey-Bradley, torsions, impropers, CMAP, 1-4 pairs.
+    """Bonded AMBER/CHARMM terms: bonds, angles, UB, torsions, impropers, CMAP, 1-4.
 
     Energies (kcal/mol, Å, rad), as OpenMM evaluates them (see ``kernels.py``):
     k(r − r0)², k(θ − θ0)², k(r13 − r0)², k(1 + cos(nφ − phase)) for torsions and
@@ -109,7 +112,8 @@ class AmberBonded(Potential):
     box every bonded vector is the minimum image.
 
     Reads ``System.terms`` (``bonds``, ``angles``, ``urey_bradley``, ``torsions``,
-    ``impropers``, ``harmonic_impropers``, ``cmap``, ``pairs14``) and ``System.charges``.
+    ``impropers``, ``harmonic_impropers``, ``cmap``, ``pairs14``) and
+    ``System.charges``.
 
     References: Cornell et al., J. Am. Chem. Soc. 117, 5179 (1995); MacKerell et al.,
     J. Phys. Chem. B 102, 3586 (1998).
@@ -128,7 +132,7 @@ class AmberBonded(Potential):
     def __init__(
         self, config: Config | None = None, system: System | None = None
     ) -> None:
-        config = config if config is not None else self.Config()
+        config = config if config is not None else self.Config(terms=None)
         super().__init__(config, system)
         if system is None:
             raise ValueError(
@@ -181,7 +185,7 @@ class AmberBonded(Potential):
             out.update(self._pairs14(pos, box))
         return {name: out[name] for name in self._selected}
 
-    # -- the terms ---------------------------------------------------------------------------
+    # -- the terms ---------------------------------------------------------------------
     def _table(self, name: str) -> TermParameters:
         table = self.tables[name]
         assert isinstance(table, TermParameters)
@@ -225,6 +229,7 @@ class AmberBonded(Potential):
             )
         if "coulomb14" in self._selected:
             q = self.charges
+            assert isinstance(q, Tensor)
             qq = t.gathered("charge_scale") * q[t.atoms[:, 0]] * q[t.atoms[:, 1]]
             out["coulomb14"] = kernels.coulomb14_energy(r, qq, COULOMB_KCAL_MOL_A)
         return out

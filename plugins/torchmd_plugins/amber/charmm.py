@@ -24,7 +24,7 @@ Energies are kcal/mol, lengths Å, angles as written (degrees).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -86,7 +86,9 @@ class CharmmParameterSet:
     @classmethod
     def from_files(cls, paths: Sequence[Path]) -> CharmmParameterSet:
         """Read topology, parameter and stream files in OpenMM's order."""
-        tops, pars, strs = [], [], []
+        tops: list[Path] = []
+        pars: list[Path] = []
+        strs: list[Path] = []
         for path in paths:
             kind = file_kind(path)
             {"rtf": tops, "par": pars, "str": strs}[kind].append(path)
@@ -100,7 +102,7 @@ class CharmmParameterSet:
         params.files = [str(p) for p in (*tops, *pars, *strs)]
         return params
 
-    # -- topology (MASS lines) ----------------------------------------------------------------
+    # -- topology (MASS lines) ---------------------------------------------------------
     def read_topology(self, lines: _Lines) -> None:
         for number, line in lines:
             line = line.strip().upper()
@@ -118,12 +120,13 @@ class CharmmParameterSet:
             )
         except (IndexError, ValueError):
             raise InputFileError(
-                f"{where}: cannot read MASS line {line!r} (expected MASS number type mass [element])"
+                f"{where}: cannot read MASS line {line!r} "
+                "(expected MASS number type mass [element])"
             ) from None
         self.mass_types[atom_type.name] = atom_type
         self.type_numbers[atom_type.number] = atom_type.name
 
-    # -- parameter files ----------------------------------------------------------------------
+    # -- parameter files ---------------------------------------------------------------
     def read_parameters(self, lines: _Lines) -> None:
         for name, mass in lines.commented_masses.items():
             self.commented_masses.setdefault(name, mass)
@@ -277,7 +280,7 @@ class CharmmParameterSet:
             )
         self.cmaps[key] = (size, list(data))
 
-    # -- stream files ---------------------------------------------------------------------------
+    # -- stream files ------------------------------------------------------------------
     def read_stream(self, path: Path) -> None:
         lines = _Lines.from_file(path)
         section: list[tuple[int, str]] | None = None
@@ -299,7 +302,7 @@ class CharmmParameterSet:
                 continue
             section.append((number, line))
 
-    # -- look-ups ---------------------------------------------------------------------------------
+    # -- look-ups ----------------------------------------------------------------------
     def dihedral_terms(
         self, types: Sequence[str]
     ) -> tuple[Key4, list[tuple[float, int, float]]] | None:
@@ -314,7 +317,8 @@ def match_with_wildcards(
 ) -> tuple[Key4, T] | None:
     """The parameters of a dihedral or improper, OpenMM's way: the exact types, then
     with 1, 2 and 3 wildcards ``X`` in every combination of positions (in
-    ``itertools.combinations`` order), each in either direction. None if nothing matches."""
+    ``itertools.combinations`` order), each in either direction. None if nothing
+    matches."""
     for count in range(4):
         for positions in combinations(range(4), count):
             key = list(types)
@@ -322,7 +326,7 @@ def match_with_wildcards(
                 key[p] = "X"
             candidate = min(tuple(key), tuple(reversed(key)))
             if candidate in table:
-                return candidate, table[candidate]  # type: ignore[return-value]
+                return candidate, table[candidate]
     return None
 
 
@@ -339,11 +343,22 @@ def _canonical4(types: Sequence[str]) -> Key4:
 
 
 _HEADERS = (
-    ("ATOM", "ATOMS"), ("BOND", "BONDS"), ("ANGL", "ANGLES"), ("THET", "ANGLES"),
-    ("DIHE", "DIHEDRALS"), ("PHI", "DIHEDRALS"), ("IMPR", "IMPROPER"), ("IMPH", "IMPROPER"),
-    ("CMAP", "CMAP"), ("NONB", "NONBONDED"), ("NBON", "NONBONDED"), ("NBFIX", "NBFIX"),
-    ("THOLE", "THOLE"), ("HBOND", None), ("END", None),
-)  # fmt: skip
+    ("ATOM", "ATOMS"),
+    ("BOND", "BONDS"),
+    ("ANGL", "ANGLES"),
+    ("THET", "ANGLES"),
+    ("DIHE", "DIHEDRALS"),
+    ("PHI", "DIHEDRALS"),
+    ("IMPR", "IMPROPER"),
+    ("IMPH", "IMPROPER"),
+    ("CMAP", "CMAP"),
+    ("NONB", "NONBONDED"),
+    ("NBON", "NONBONDED"),
+    ("NBFIX", "NBFIX"),
+    ("THOLE", "THOLE"),
+    ("HBOND", None),
+    ("END", None),
+)
 
 
 def _section_header(line: str) -> tuple[bool, str | None]:
@@ -357,13 +372,15 @@ def _section_header(line: str) -> tuple[bool, str | None]:
 def _fields(words: Sequence[str], kinds: Sequence[type], where: str, what: str) -> list:  # type: ignore[type-arg]
     if len(words) < len(kinds):
         raise InputFileError(
-            f"{where}: cannot read {what} parameters from {' '.join(words)!r}: too few fields"
+            f"{where}: cannot read {what} parameters from {' '.join(words)!r}: "
+            "too few fields"
         )
     try:
         return [kind(w) for kind, w in zip(kinds, words, strict=False)]
     except ValueError:
         raise InputFileError(
-            f"{where}: cannot read {what} parameters from {' '.join(words)!r}: a number is malformed"
+            f"{where}: cannot read {what} parameters from {' '.join(words)!r}: "
+            "a number is malformed"
         ) from None
 
 
@@ -382,9 +399,9 @@ def file_kind(path: Path) -> str:
         if "top" in name:
             return "rtf"
     raise InputFileError(
-        f"CHARMM parameter file '{path}': cannot tell its kind from the name; use .rtf/.top "
-        "(topology), .prm/.par (parameters), .str (stream), or .inp with 'par' or 'top' in "
-        "the name"
+        f"CHARMM parameter file '{path}': cannot tell its kind from the name; use "
+        ".rtf/.top (topology), .prm/.par (parameters), .str (stream), or .inp with "
+        "'par' or 'top' in the name"
     )
 
 
@@ -426,7 +443,7 @@ class _Lines:
             lines.append((number, line.split("!", 1)[0]))
         return cls(path, lines, masses)
 
-    def __iter__(self) -> Iterable[tuple[int, str]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, str]]:
         return iter(self.lines)
 
     def where(self, number: int | None) -> str:

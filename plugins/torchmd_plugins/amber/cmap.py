@@ -1,4 +1,4 @@
-"""CMAP: bicubic interpolation of a tabulated (φ, ψ) energy correction, as OpenMM does it.
+"""CMAP: bicubic interpolation of a tabulated (φ, ψ) energy correction, as in OpenMM.
 
 A map is a G × G grid of energies at φ = −π + 2πi/G, ψ = −π + 2πj/G (the convention
 of :class:`torchmd_core.ParameterTable`'s ``cmap`` term). OpenMM (CMAPTorsionForce)
@@ -36,10 +36,12 @@ def _spline_matrix(size: int) -> Tensor:
     eye = torch.eye(size, dtype=torch.float64)
     up = torch.roll(eye, 1, dims=1)  # picks y[i+1]
     down = torch.roll(eye, -1, dims=1)  # picks y[i-1]
-    # Periodic cubic spline, uniform knots: k[i-1] + 4 k[i] + k[i+1] = 3 (y[i+1] - y[i-1]) / h
+    # Periodic cubic spline, uniform knots:
+    # k[i-1] + 4 k[i] + k[i+1] = 3 (y[i+1] - y[i-1]) / h
     lhs = 4.0 * eye + up + down
     rhs = 3.0 / h * (up - down)
-    return torch.linalg.solve(lhs, rhs)
+    matrix: Tensor = torch.linalg.solve(lhs, rhs)
+    return matrix
 
 
 def periodic_spline_derivative_matrix(
@@ -52,7 +54,7 @@ def periodic_spline_derivative_matrix(
     return _spline_matrix(size).to(dtype=dtype, device=device)
 
 
-# Hermite basis of one cell on [0, 1]: p(t) = [1 t t² t³] @ _HERMITE @ [p0, p1, p'0, p'1].
+# Hermite basis of a cell on [0, 1]: p(t) = [1 t t² t³] @ _HERMITE @ [p0, p1, p'0, p'1]
 _HERMITE = (
     (1.0, 0.0, 0.0, 0.0),
     (0.0, 0.0, 1.0, 0.0),

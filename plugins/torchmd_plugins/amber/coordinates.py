@@ -82,8 +82,9 @@ def box_from_vectors(vectors: Any) -> torch.Tensor | None:
             )
         )
 
+    a, b, c = (float(x) for x in lengths)
     return box_from_lengths_angles(
-        *lengths, angle(v[1], v[2]), angle(v[0], v[2]), angle(v[0], v[1])
+        a, b, c, angle(v[1], v[2]), angle(v[0], v[2]), angle(v[0], v[1])
     )
 
 
@@ -95,7 +96,7 @@ def _box_from_cell(
     return box_from_lengths_angles(*lengths[:3], *angles[:3])
 
 
-# -- PDB ------------------------------------------------------------------------------------------
+# -- PDB -------------------------------------------------------------------------------
 
 
 def read_pdb_coordinates(path: Path) -> Coordinates:
@@ -123,7 +124,8 @@ def read_pdb_coordinates(path: Path) -> Coordinates:
                 )
             except ValueError:
                 raise InputFileError(
-                    f"'{path}' line {number}: cannot read x, y, z from columns 31-54 of "
+                    f"'{path}' line {number}: cannot read x, y, z from columns 31-54 "
+                    "of "
                     f"{record.strip()} record"
                 ) from None
         elif record.startswith("ENDMDL") and rows:
@@ -134,7 +136,7 @@ def read_pdb_coordinates(path: Path) -> Coordinates:
 
 
 class PdbLoader(TopologyLoader, CoordinateLoader):
-    """PDB coordinates and box; as a topology: atoms, residues and bonds, no force field."""
+    """PDB coordinates and box; as a topology: atoms, residues, bonds, no parameters."""
 
     class Config(LoaderConfig):
         kind: Literal["pdb"] = "pdb"
@@ -233,7 +235,7 @@ class CifLoader(CoordinateLoader):
         return Coordinates(_positions(coords, path), box)
 
 
-# -- AMBER restart ---------------------------------------------------------------------------------
+# -- AMBER restart ---------------------------------------------------------------------
 
 
 class AmberRestartLoader(CoordinateLoader):
@@ -277,11 +279,11 @@ class AmberRestartLoader(CoordinateLoader):
         return Coordinates(_positions(coordinates, path), box, vel)
 
 
-# -- CHARMM crd ----------------------------------------------------------------------------------
+# -- CHARMM crd ------------------------------------------------------------------------
 
 
 class CharmmCrdLoader(CoordinateLoader):
-    """CHARMM coordinate file (``.crd``/``.cor``, standard or EXT format), via parmed."""
+    """CHARMM coordinates (``.crd``/``.cor``, standard or EXT format), via parmed."""
 
     class Config(LoaderConfig):
         kind: Literal["charmm_crd"] = "charmm_crd"
@@ -298,7 +300,8 @@ class CharmmCrdLoader(CoordinateLoader):
             coordinates = np.asarray(crd.coordinates, dtype=np.float64)
         except Exception as err:  # parmed raises many types for malformed files
             raise InputFileError(
-                f"cannot read CHARMM coordinate file '{path}': {type(err).__name__}: {err}"
+                f"cannot read CHARMM coordinate file '{path}': {type(err).__name__}: "
+                f"{err}"
             ) from None
         return Coordinates(_positions(coordinates, path))
 
@@ -318,16 +321,17 @@ def _check_crd_has_atom_count(path: Path) -> None:
         i += 1
     if not any(lines[i:]):
         raise InputFileError(
-            f"CHARMM coordinate file '{path}' has no atom count after its title; the file "
+            f"CHARMM coordinate file '{path}' has no atom count after its title; the "
+            "file "
             "is empty or truncated"
         )
 
 
-# -- NAMD/ACEMD binary coor ----------------------------------------------------------------------
+# -- NAMD/ACEMD binary coor ------------------------------------------------------------
 
 
 def read_xsc_box(path: Path) -> torch.Tensor | None:
-    """Box vectors a, b, c (Å) from a NAMD extended-system file (``step a b c o ...``)."""
+    """Box vectors a, b, c (Å) from a NAMD .xsc file (``step a b c o ...``)."""
     try:
         lines = path.read_text().splitlines()
     except OSError as err:
@@ -344,14 +348,15 @@ def read_xsc_box(path: Path) -> torch.Tensor | None:
             ) from None
         if len(values) < 9:
             raise InputFileError(
-                f"'{path}' line {number}: expected 'step ax ay az bx by bz cx cy cz ...'"
+                f"'{path}' line {number}: expected 'step ax ay az bx by bz cx cy cz "
+                "...'"
             )
         return box_from_vectors(values)
     raise InputFileError(f"box file '{path}' holds no box line")
 
 
 class NamdCoorLoader(CoordinateLoader):
-    """NAMD/ACEMD binary coordinates (int32 count, float64 x y z); box from ``<stem>.xsc``."""
+    """NAMD/ACEMD binary coordinates; the box from a sibling ``<stem>.xsc``."""
 
     class Config(LoaderConfig):
         kind: Literal["namd_coor"] = "namd_coor"
@@ -376,7 +381,8 @@ class NamdCoorLoader(CoordinateLoader):
         if positions is None:
             count = struct.unpack("<i", raw[:4])[0] if len(raw) >= 4 else "no"
             raise InputFileError(
-                f"'{path}' is not a NAMD binary coordinate file: {len(raw)} bytes for a "
+                f"'{path}' is not a NAMD binary coordinate file: {len(raw)} bytes for "
+                "a "
                 f"header of {count} atoms (expected 4 + 24 x atoms bytes); truncated?"
             )
         xsc = path.with_suffix(".xsc")
@@ -384,7 +390,7 @@ class NamdCoorLoader(CoordinateLoader):
         return Coordinates(_positions(positions, path), box)
 
 
-# -- anything mdtraj reads --------------------------------------------------------------------------
+# -- anything mdtraj reads -------------------------------------------------------------
 
 
 class MdtrajFrameLoader(CoordinateLoader):
@@ -394,9 +400,26 @@ class MdtrajFrameLoader(CoordinateLoader):
         kind: Literal["mdtraj"] = "mdtraj"
 
     extensions: ClassVar[tuple[str, ...]] = (
-        "xtc", "trr", "dcd", "nc", "netcdf", "ncdf", "h5", "lh5", "gro", "binpos",
-        "lammpstrj", "xyz", "arc", "mdcrd", "hdf5", "dtr", "stk", "tng", "hoomdxml",
-    )  # fmt: skip
+        "xtc",
+        "trr",
+        "dcd",
+        "nc",
+        "netcdf",
+        "ncdf",
+        "h5",
+        "lh5",
+        "gro",
+        "binpos",
+        "lammpstrj",
+        "xyz",
+        "arc",
+        "mdcrd",
+        "hdf5",
+        "dtr",
+        "stk",
+        "tng",
+        "hoomdxml",
+    )
 
     def load_coordinates(self, path: Path, system: System | None = None) -> Coordinates:
         check_file(path, "coordinate file")
@@ -429,7 +452,8 @@ class MdtrajFrameLoader(CoordinateLoader):
                 vectors_nm = traj.unitcell_vectors
         except Exception as err:  # mdtraj raises many types for unreadable files
             raise InputFileError(
-                f"cannot read a frame of '{path}' with mdtraj: {type(err).__name__}: {err}"
+                f"cannot read a frame of '{path}' with mdtraj: {type(err).__name__}: "
+                f"{err}"
             ) from None
         if xyz_nm is None or len(xyz_nm) == 0:
             raise InputFileError(f"'{path}' holds no frame")
@@ -445,6 +469,8 @@ class MdtrajFrameLoader(CoordinateLoader):
             raise InputFileError(f"'{path}' holds no frame")
         box = None
         if lengths is not None and len(lengths):
-            box = _box_from_cell(np.asarray(lengths[0], dtype=np.float64).tolist(),
-                                 np.asarray(angles[0], dtype=np.float64).tolist())  # fmt: skip
+            box = _box_from_cell(
+                np.asarray(lengths[0], dtype=np.float64).tolist(),
+                np.asarray(angles[0], dtype=np.float64).tolist(),
+            )
         return Coordinates(_positions(np.asarray(xyz[0], dtype=np.float64), path), box)

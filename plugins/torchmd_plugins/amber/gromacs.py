@@ -82,7 +82,8 @@ def read_gromacs_top(path: Path, parameters: Sequence[Path] = ()) -> System:
         top = GromacsTopologyFile(str(path), **kwargs)
     except FileNotFoundError as err:
         raise InputFileError(
-            f"GROMACS topology '{path}': {err}. Set GMXLIB or pass the folder holding the "
+            f"GROMACS topology '{path}': {err}. Set GMXLIB or pass the folder holding "
+            "the "
             "included force-field files as a parameter file"
         ) from None
     except (
@@ -107,7 +108,8 @@ class _StructureReader:
         self.n_atoms = len(self.atoms)
         if getattr(structure, "rb_torsions", None) and len(structure.rb_torsions):
             raise TopologyError(
-                f"'{path}' has {len(structure.rb_torsions)} Ryckaert-Bellemans torsions "
+                f"'{path}' has {len(structure.rb_torsions)} Ryckaert-Bellemans "
+                "torsions "
                 "(dihedral funct 3), which are not supported"
             )
         for kind in (
@@ -197,12 +199,17 @@ class _StructureReader:
             atoms = (imp.atom1, imp.atom2, imp.atom3, imp.atom4)
             if imp.type is None:
                 raise self._missing("improper", atoms)
-            values = (float(imp.type.psi_k), math.radians(float(imp.type.psi_eq)))
-            harmonic.add(tuple(a.idx for a in atoms), values, values, self._name(atoms))
+            improper = (float(imp.type.psi_k), math.radians(float(imp.type.psi_eq)))
+            harmonic.add(
+                tuple(a.idx for a in atoms), improper, improper, self._name(atoms)
+            )
         return torsions, impropers, harmonic
 
     def cmaps(self) -> Any:
-        atoms, maps, grids, index = [], [], [], {}
+        atoms: list[tuple[int, ...]] = []
+        maps: list[int] = []
+        grids: list[np.ndarray] = []
+        index: dict[int, int] = {}
         for c in self.s.cmaps:
             octet = (
                 c.atom1,

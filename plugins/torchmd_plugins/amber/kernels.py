@@ -141,7 +141,8 @@ def pair_distances(
     """(R, n) distances of atom pairs, Å (minimum image with a box)."""
     d = positions[:, pairs[:, 1]] - positions[:, pairs[:, 0]]
     d = minimum_image(d, None if box is None else box[:, None])
-    return torch.linalg.vector_norm(d, dim=-1)
+    r: Tensor = torch.linalg.vector_norm(d, dim=-1)
+    return r
 
 
 def lj14_energy(r: Tensor, sigma: Tensor, epsilon: Tensor) -> Tensor:

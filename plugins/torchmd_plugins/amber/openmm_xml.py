@@ -12,7 +12,8 @@ harmonic constants to our k):
   (OpenMM's CHARMM force field merges them into one force); a force named
   ``UreyBradleyForce`` is Urey-Bradley throughout.
 - ``HarmonicAngleForce`` → ``angles``; ``PeriodicTorsionForce`` → ``torsions`` when
-  its four atoms form a bonded chain, else ``impropers``; ``CMAPTorsionForce`` → ``cmap``
+  its four atoms form a bonded chain, else ``impropers``; ``CMAPTorsionForce`` →
+  ``cmap``
   (maps shifted from OpenMM's 0..2π grid to −π..π).
 - ``CustomTorsionForce`` with a harmonic improper expression (OpenMM's CHARMM and
   AMBER loaders, and the CHARMM36 force field) → ``harmonic_impropers``.
@@ -64,9 +65,13 @@ __all__ = ["OpenMMXmlLoader", "read_openmm_xml"]
 KJ = 1.0 / 4.184  # kJ → kcal
 NM = 10.0  # nm → Å
 _IGNORED = {
-    "CMMotionRemover", "MonteCarloBarostat", "MonteCarloAnisotropicBarostat",
-    "MonteCarloMembraneBarostat", "MonteCarloFlexibleBarostat", "AndersenThermostat",
-}  # fmt: skip
+    "CMMotionRemover",
+    "MonteCarloBarostat",
+    "MonteCarloAnisotropicBarostat",
+    "MonteCarloMembraneBarostat",
+    "MonteCarloFlexibleBarostat",
+    "AndersenThermostat",
+}
 _PERIODIC_METHODS = {2, 3, 4, 5}  # CutoffPeriodic, Ewald, PME, LJPME
 
 
@@ -83,14 +88,16 @@ class OpenMMXmlLoader(TopologyLoader):
 
 
 def read_openmm_xml(path: Path, parameters: Sequence[Path] = ()) -> System:
-    """A System from an OpenMM System XML and (optionally) a PDB among ``parameters``."""
+    """A System from an OpenMM System XML and an optional PDB among ``parameters``."""
     check_file(path, "OpenMM System XML")
     pdbs = [Path(p) for p in parameters if Path(p).suffix.lower() in (".pdb", ".ent")]
     others = [Path(p) for p in parameters if Path(p) not in pdbs]
     if others or len(pdbs) > 1:
         raise TopologyError(
-            f"an OpenMM System XML ('{path.name}') takes at most one PDB as its parameter "
-            f"file (for atom names and residues), got: {', '.join(p.name for p in parameters)}"
+            f"an OpenMM System XML ('{path.name}') takes at most one PDB as its "
+            "parameter "
+            "file (for atom names and residues), got: "
+            f"{', '.join(p.name for p in parameters)}"
         )
     pdb = pdbs[0] if pdbs else _sibling_pdb(path)
     if pdb is not None:
@@ -145,27 +152,40 @@ class _XmlReader:
         for i, p in enumerate(particles.findall("Particle")):
             if len(p):
                 raise TopologyError(
-                    f"'{path}': particle {i} is a virtual site ({p[0].tag}), which is not supported"
+                    f"'{path}': particle {i} is a virtual site ({p[0].tag}), which is "
+                    "not supported"
                 )
             self.masses.append(self._float(p, "mass"))
         self.n_atoms = len(self.masses)
         self.forces = [f for f in root.iter("Force")]
-        unknown = sorted({f.get("type", "?") for f in self.forces} - _IGNORED - {
-            "HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce", "CMAPTorsionForce",
-            "CustomTorsionForce", "NonbondedForce", "CustomNonbondedForce", "CustomBondForce"})  # fmt: skip
+        unknown = sorted(
+            {f.get("type", "?") for f in self.forces}
+            - _IGNORED
+            - {
+                "HarmonicBondForce",
+                "HarmonicAngleForce",
+                "PeriodicTorsionForce",
+                "CMAPTorsionForce",
+                "CustomTorsionForce",
+                "NonbondedForce",
+                "CustomNonbondedForce",
+                "CustomBondForce",
+            }
+        )
         if unknown:
             raise TopologyError(
                 f"'{path}' has forces that are not supported: {', '.join(unknown)}"
             )
 
-    # -- small helpers ---------------------------------------------------------------------
+    # -- small helpers -----------------------------------------------------------------
     def _float(self, element: ET.Element, name: str) -> float:
         value = element.get(name)
         try:
             return float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise InputFileError(
-                f"'{self.path}': <{element.tag}> attribute {name}={value!r} is not a number"
+                f"'{self.path}': <{element.tag}> attribute {name}={value!r} is not a "
+                "number"
             ) from None
 
     def _atoms(self, element: ET.Element, names: Sequence[str]) -> tuple[int, ...]:
@@ -179,7 +199,8 @@ class _XmlReader:
                 ) from None
             if not 0 <= a < self.n_atoms:
                 raise InputFileError(
-                    f"'{self.path}': <{element.tag}> atom {a} outside 0..{self.n_atoms - 1}"
+                    f"'{self.path}': <{element.tag}> atom {a} outside "
+                    f"0..{self.n_atoms - 1}"
                 )
             atoms.append(a)
         return tuple(atoms)
@@ -200,13 +221,13 @@ class _XmlReader:
             name: self._float(item, f"param{i + 1}") for i, name in enumerate(names)
         }
 
-    # -- bonds, angles and the bond graph -----------------------------------------------------
+    # -- bonds, angles and the bond graph ----------------------------------------------
     def bonded(
         self,
     ) -> tuple[TableBuilder, TableBuilder, TableBuilder, set[tuple[int, int]]]:
-        entries = []  # (i, j, k, r0, is_ub)
+        entries: list[tuple[int, int, float, float, bool]] = []  # (i, j, k, r0, is UB)
         for force in self._of_type("HarmonicBondForce"):
-            ub = force.get("name") == "UreyBradleyForce"
+            ub_force = force.get("name") == "UreyBradleyForce"
             for b in force.iter("Bond"):
                 i, j = self._atoms(b, ("p1", "p2"))
                 entries.append(
@@ -215,7 +236,7 @@ class _XmlReader:
                         j,
                         0.5 * self._float(b, "k") * KJ / NM**2,
                         self._float(b, "d") * NM,
-                        ub,
+                        ub_force,
                     )
                 )
         angles = TableBuilder(3, ("k", "theta0"))
@@ -243,8 +264,12 @@ class _XmlReader:
         pdb_bonds: set[tuple[int, int]],
     ) -> set[tuple[int, int]]:
         candidates = {(min(i, j), max(i, j)) for i, j, _, _, ub in entries if not ub}
-        ends = {(min(a, c), max(a, c)) for a, b, c in angle_list
-                if (min(a, b), max(a, b)) in candidates and (min(b, c), max(b, c)) in candidates}  # fmt: skip
+        ends = {
+            (min(a, c), max(a, c))
+            for a, b, c in angle_list
+            if (min(a, b), max(a, b)) in candidates
+            and (min(b, c), max(b, c)) in candidates
+        }
         graph = {p for p in candidates if p not in ends or p in pdb_bonds}
         for c in self.root.iter("Constraint"):
             i, j = self._atoms(c, ("p1", "p2"))
@@ -270,13 +295,15 @@ class _XmlReader:
             system = system_from_pdb(self.pdb)
             if system.n_atoms != self.n_atoms:
                 raise TopologyError(
-                    f"PDB '{self.pdb}' has {system.n_atoms} atoms but the OpenMM System "
-                    f"'{self.path}' has {self.n_atoms}; give the PDB the System was built from"
+                    f"PDB '{self.pdb}' has {system.n_atoms} atoms but the OpenMM "
+                    "System "
+                    f"'{self.path}' has {self.n_atoms}; give the PDB the System was "
+                    "built from"
                 )
             self._pdb_system = system
         return self._pdb_system
 
-    # -- torsions ------------------------------------------------------------------------------
+    # -- torsions ----------------------------------------------------------------------
     def torsions(
         self, graph: set[tuple[int, int]]
     ) -> tuple[TableBuilder, TableBuilder]:
@@ -301,22 +328,27 @@ class _XmlReader:
             wrapped = bool(_HARMONIC_WRAPPED.match(expression))
             if not wrapped and expression not in _HARMONIC_PLAIN:
                 raise TopologyError(
-                    f"'{self.path}': CustomTorsionForce '{force.get('energy')}' is not a "
-                    "harmonic improper (k*(theta-theta0)^2 or k*min(dtheta, 2*pi-dtheta)^2); "
+                    f"'{self.path}': CustomTorsionForce '{force.get('energy')}' is "
+                    "not a "
+                    "harmonic improper (k*(theta-theta0)^2 or k*min(dtheta, "
+                    "2*pi-dtheta)^2); "
                     "only those are supported"
                 )
             names = self._per_item_parameters(force, "PerTorsionParameters")
             if set(names) != {"k", "theta0"}:
                 raise TopologyError(
-                    f"'{self.path}': harmonic improper parameters must be k and theta0, got {names}"
+                    f"'{self.path}': harmonic improper parameters must be k and "
+                    f"theta0, got {names}"
                 )
             for t in force.iter("Torsion"):
                 quad = self._atoms(t, ("p1", "p2", "p3", "p4"))
                 p = self._params(t, names)
                 if not wrapped and abs(p["theta0"]) > 1e-12:
                     raise TopologyError(
-                        f"'{self.path}': improper {quad} has theta0 = {p['theta0']} with the "
-                        "unwrapped expression k*(theta-theta0)^2, whose energy jumps at ±π; "
+                        f"'{self.path}': improper {quad} has theta0 = {p['theta0']} "
+                        "with the "
+                        "unwrapped expression k*(theta-theta0)^2, whose energy jumps "
+                        "at ±π; "
                         "only theta0 = 0 is supported for it"
                     )
                 values = (p["k"] * KJ, p["theta0"])
@@ -348,12 +380,12 @@ class _XmlReader:
             atoms.append(
                 self._atoms(t, ("a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4"))
             )
-            m = int(self._float(t, "map"))
-            if not 0 <= m < len(grids):
+            index = int(self._float(t, "map"))
+            if not 0 <= index < len(grids):
                 raise InputFileError(
-                    f"'{self.path}': CMAP torsion uses map {m} of {len(grids)}"
+                    f"'{self.path}': CMAP torsion uses map {index} of {len(grids)}"
                 )
-            maps.append(m)
+            maps.append(index)
         if not atoms:
             return None
         try:
@@ -361,7 +393,7 @@ class _XmlReader:
         except ValueError as err:
             raise TopologyError(f"'{self.path}': {err}") from None
 
-    # -- non-bonded ------------------------------------------------------------------------------
+    # -- non-bonded --------------------------------------------------------------------
     def nonbonded(
         self,
     ) -> tuple[
@@ -383,13 +415,15 @@ class _XmlReader:
                 node = force.find(section)
                 if node is not None and len(node):
                     raise TopologyError(
-                        f"'{self.path}': NonbondedForce {section} (parameter offsets) are not supported"
+                        f"'{self.path}': NonbondedForce {section} (parameter offsets) "
+                        "are not supported"
                     )
             plist = force.find("Particles")
             items = [] if plist is None else plist.findall("Particle")
             if len(items) != self.n_atoms:
                 raise InputFileError(
-                    f"'{self.path}': NonbondedForce has {len(items)} particles for {self.n_atoms} atoms"
+                    f"'{self.path}': NonbondedForce has {len(items)} particles for "
+                    f"{self.n_atoms} atoms"
                 )
             for i, p in enumerate(items):
                 charges[i] = self._float(p, "q")
@@ -418,7 +452,8 @@ class _XmlReader:
             if qq != 0.0 and qiqj == 0.0:
                 raise TopologyError(
                     f"'{self.path}': exception {i}-{j} has charge product {qq} but the "
-                    "particles are uncharged; this cannot be expressed as a scaled 1-4 pair"
+                    "particles are uncharged; this cannot be expressed as a scaled "
+                    "1-4 pair"
                 )
             values = (qq / qiqj if qiqj != 0.0 else 0.0, sig, eps)
             table.add((i, j), values, values)
@@ -445,37 +480,42 @@ class _XmlReader:
         if expression not in (_LJ_TABLE_PLAIN, _LJ_TABLE_SQRT):
             raise TopologyError(
                 f"'{self.path}': CustomNonbondedForce '{force.get('energy')}' is not a "
-                "supported Lennard-Jones table (acoef/bcoef as OpenMM's loaders write it)"
+                "supported Lennard-Jones table (acoef/bcoef as OpenMM's loaders write "
+                "it)"
             )
         if np.any(particle_epsilon != 0.0):
             raise TopologyError(
-                f"'{self.path}': LJ is both in NonbondedForce and in a CustomNonbondedForce table"
+                f"'{self.path}': LJ is both in NonbondedForce and in a "
+                "CustomNonbondedForce table"
             )
         names = self._per_item_parameters(force, "PerParticleParameters")
         if names != ["type"]:
             raise TopologyError(
-                f"'{self.path}': the LJ table's per-particle parameter must be 'type', got {names}"
+                f"'{self.path}': the LJ table's per-particle parameter must be "
+                f"'type', got {names}"
             )
-        types = [
-            int(self._float(p, "param1"))
-            for p in force.find("Particles").findall("Particle")
-        ]  # type: ignore[union-attr]
+        particles = force.find("Particles")
+        items = [] if particles is None else particles.findall("Particle")
+        types = [int(self._float(p, "param1")) for p in items]
         if len(types) != self.n_atoms:
             raise InputFileError(
-                f"'{self.path}': CustomNonbondedForce has {len(types)} particles for {self.n_atoms} atoms"
+                f"'{self.path}': CustomNonbondedForce has {len(types)} particles for "
+                f"{self.n_atoms} atoms"
             )
-        tables = {}
+        tables: dict[str, np.ndarray] = {}
         for f in force.iter("Function"):
             nx, ny = int(self._float(f, "xsize")), int(self._float(f, "ysize"))
             values = np.array([self._float(v, "v") for v in f.iter("Value")])
             if len(values) != nx * ny or nx != ny:
                 raise InputFileError(
-                    f"'{self.path}': table {f.get('name')} has {len(values)} values for {nx}x{ny}"
+                    f"'{self.path}': table {f.get('name')} has {len(values)} values "
+                    f"for {nx}x{ny}"
                 )
-            tables[f.get("name")] = values.reshape(ny, nx).T  # [type1, type2]
+            tables[f.get("name", "")] = values.reshape(ny, nx).T  # [type1, type2]
         if set(tables) != {"acoef", "bcoef"}:
             raise TopologyError(
-                f"'{self.path}': LJ table functions must be acoef and bcoef, got {sorted(tables)}"
+                f"'{self.path}': LJ table functions must be acoef and bcoef, got "
+                f"{sorted(tables)}"
             )
         a, b = tables["acoef"], tables["bcoef"]
         if expression == _LJ_TABLE_SQRT:
@@ -521,14 +561,16 @@ class _XmlReader:
             match = _LJ14.match(_norm(force.get("energy", "")))
             if match is None:
                 raise TopologyError(
-                    f"'{self.path}': CustomBondForce '{force.get('energy')}' is not supported "
+                    f"'{self.path}': CustomBondForce '{force.get('energy')}' is not "
+                    "supported "
                     "(only 1-4 Lennard-Jones, as OpenMM's LennardJonesForce writes it)"
                 )
             scale = float(match.group(1)) / 4.0
             names = self._per_item_parameters(force, "PerBondParameters")
             if set(names) != {"sigma", "epsilon"}:
                 raise TopologyError(
-                    f"'{self.path}': 1-4 LJ parameters must be sigma and epsilon, got {names}"
+                    f"'{self.path}': 1-4 LJ parameters must be sigma and epsilon, got "
+                    f"{names}"
                 )
             for b in force.iter("Bond"):
                 i, j = self._atoms(b, ("p1", "p2"))
@@ -537,12 +579,13 @@ class _XmlReader:
                 entry = pair14.setdefault(pair, [0.0, 1.0, 0.0])
                 if entry[2] != 0.0:
                     raise TopologyError(
-                        f"'{self.path}': pair {i}-{j} has 1-4 LJ both in NonbondedForce and in '{force.get('name')}'"
+                        f"'{self.path}': pair {i}-{j} has 1-4 LJ both in "
+                        f"NonbondedForce and in '{force.get('name')}'"
                     )
                 entry[1], entry[2] = p["sigma"] * NM, scale * p["epsilon"] * KJ
                 excluded.add(pair)
 
-    # -- the whole system ---------------------------------------------------------------------
+    # -- the whole system --------------------------------------------------------------
     def system(self) -> System:
         bonds, angles, ub, graph = self.bonded()
         torsions, impropers = self.torsions(graph)

@@ -1,4 +1,4 @@
-"""AMBER ``prmtop``/``parm7`` topologies (also CHAMBER, CHARMM force fields in prmtop form).
+"""AMBER ``prmtop``/``parm7`` topologies (also CHAMBER: CHARMM force fields as prmtop).
 
 The file is parsed by parmed (``AmberFormat``: the raw flags, Fortran formats, gzip);
 the System is built from those raw arrays following the conventions of OpenMM's
@@ -11,7 +11,8 @@ the System is built from those raw arrays following the conventions of OpenMM's
   (``SCEE_SCALE_FACTOR``/``SCNB_SCALE_FACTOR``; 1.2 and 2.0 when absent, 1.0 for
   CHAMBER), with σ, ε from the pair's entry of the LJ A/B table (``LENNARD_JONES_14``
   tables for CHAMBER), so modified pair tables apply to 1-4 pairs too;
-- non-bonded exclusions are the prmtop's own ``EXCLUDED_ATOMS_LIST`` plus every 1-4 pair;
+- non-bonded exclusions are the prmtop's own ``EXCLUDED_ATOMS_LIST`` plus every 1-4
+  pair;
 - per-type σ, ε come from the diagonal of the A/B table; where an off-diagonal entry
   differs from the Lorentz-Berthelot combination (ff14ipq-style tables, NBFIX in
   CHAMBER files) the exact A/B values become pair overrides;
@@ -88,30 +89,51 @@ def _raw(path: Path) -> dict[str, list[Any]]:
     except Exception as err:  # parmed raises many types for malformed files
         raise InputFileError(
             f"cannot read AMBER prmtop '{path}': {type(err).__name__}: {err}. "
-            "Is it a complete prmtop (%VERSION/%FLAG sections) written by tleap or parmed?"
+            "Is it a complete prmtop (%VERSION/%FLAG sections) written by tleap or "
+            "parmed?"
         ) from None
     data: dict[str, list[Any]] = parm.parm_data
     required = (
-        "POINTERS", "ATOM_NAME", "CHARGE", "MASS", "ATOM_TYPE_INDEX", "NONBONDED_PARM_INDEX",
-        "RESIDUE_LABEL", "RESIDUE_POINTER", "BOND_FORCE_CONSTANT", "BOND_EQUIL_VALUE",
-        "ANGLE_FORCE_CONSTANT", "ANGLE_EQUIL_VALUE", "DIHEDRAL_FORCE_CONSTANT",
-        "DIHEDRAL_PERIODICITY", "DIHEDRAL_PHASE", "LENNARD_JONES_ACOEF",
-        "LENNARD_JONES_BCOEF", "BONDS_INC_HYDROGEN", "BONDS_WITHOUT_HYDROGEN",
-        "ANGLES_INC_HYDROGEN", "ANGLES_WITHOUT_HYDROGEN", "DIHEDRALS_INC_HYDROGEN",
-        "DIHEDRALS_WITHOUT_HYDROGEN", "NUMBER_EXCLUDED_ATOMS", "EXCLUDED_ATOMS_LIST",
+        "POINTERS",
+        "ATOM_NAME",
+        "CHARGE",
+        "MASS",
+        "ATOM_TYPE_INDEX",
+        "NONBONDED_PARM_INDEX",
+        "RESIDUE_LABEL",
+        "RESIDUE_POINTER",
+        "BOND_FORCE_CONSTANT",
+        "BOND_EQUIL_VALUE",
+        "ANGLE_FORCE_CONSTANT",
+        "ANGLE_EQUIL_VALUE",
+        "DIHEDRAL_FORCE_CONSTANT",
+        "DIHEDRAL_PERIODICITY",
+        "DIHEDRAL_PHASE",
+        "LENNARD_JONES_ACOEF",
+        "LENNARD_JONES_BCOEF",
+        "BONDS_INC_HYDROGEN",
+        "BONDS_WITHOUT_HYDROGEN",
+        "ANGLES_INC_HYDROGEN",
+        "ANGLES_WITHOUT_HYDROGEN",
+        "DIHEDRALS_INC_HYDROGEN",
+        "DIHEDRALS_WITHOUT_HYDROGEN",
+        "NUMBER_EXCLUDED_ATOMS",
+        "EXCLUDED_ATOMS_LIST",
         "AMBER_ATOM_TYPE",
-    )  # fmt: skip
+    )
     missing = [flag for flag in required if flag not in data]
     if missing:
         raise InputFileError(
-            f"AMBER prmtop '{path}' lacks the section(s) {', '.join(missing)}; the file "
+            f"AMBER prmtop '{path}' lacks the section(s) {', '.join(missing)}; the "
+            "file "
             "is truncated or not a prmtop"
         )
     n_atoms = int(data["POINTERS"][0])
     for flag in ("ATOM_NAME", "CHARGE", "MASS", "ATOM_TYPE_INDEX", "AMBER_ATOM_TYPE"):
         if len(data[flag]) != n_atoms:
             raise InputFileError(
-                f"AMBER prmtop '{path}': %FLAG {flag} has {len(data[flag])} entries for "
+                f"AMBER prmtop '{path}': %FLAG {flag} has {len(data[flag])} entries "
+                "for "
                 f"{n_atoms} atoms; the file is truncated or corrupt"
             )
     return data
@@ -181,7 +203,7 @@ class _PrmtopReader:
     def _name(self, *atoms: int) -> str:
         return "-".join(self.type_names[a] for a in atoms)
 
-    # -- bonded terms ---------------------------------------------------------------------------
+    # -- bonded terms ------------------------------------------------------------------
     def bonds(self) -> tuple[TableBuilder, list[tuple[int, int]]]:
         k = self._floats("BOND_FORCE_CONSTANT")
         r0 = self._floats("BOND_EQUIL_VALUE")
@@ -255,9 +277,12 @@ class _PrmtopReader:
                 pair = (min(a, d), max(a, d))
                 if pair in seen_pairs:
                     raise TopologyError(
-                        f"AMBER prmtop '{self.path}': the 1-4 pair of atoms {a + 1} and "
-                        f"{d + 1} is counted by two dihedrals; one of them must carry a "
-                        "negative third atom index (regenerate the prmtop with tleap/parmed)"
+                        f"AMBER prmtop '{self.path}': the 1-4 pair of atoms {a + 1} "
+                        "and "
+                        f"{d + 1} is counted by two dihedrals; one of them must carry "
+                        "a "
+                        "negative third atom index (regenerate the prmtop with "
+                        "tleap/parmed)"
                     )
                 seen_pairs.add(pair)
                 key = (min(ta, td), max(ta, td), s_ee, s_nb)
@@ -280,8 +305,10 @@ class _PrmtopReader:
         for i, j, t in self._groups(("CHARMM_UREY_BRADLEY",), 3):
             a, b, t = i - 1, j - 1, t - 1  # 1-based atom indices here
             self._check_atoms("CHARMM_UREY_BRADLEY", (a, b))
-            values = (self._type_param("CHARMM_UREY_BRADLEY_FORCE_CONSTANT", k, t),
-                      self._type_param("CHARMM_UREY_BRADLEY_EQUIL_VALUE", r0, t))  # fmt: skip
+            values = (
+                self._type_param("CHARMM_UREY_BRADLEY_FORCE_CONSTANT", k, t),
+                self._type_param("CHARMM_UREY_BRADLEY_EQUIL_VALUE", r0, t),
+            )
             table.add((a, b), t, values, self._name(a, b))
         return table
 
@@ -292,8 +319,10 @@ class _PrmtopReader:
         for i, j, k3, k4, t in self._groups(("CHARMM_IMPROPERS",), 5):
             quad = (i - 1, j - 1, abs(k3) - 1, abs(k4) - 1)
             self._check_atoms("CHARMM_IMPROPERS", quad)
-            values = (self._type_param("CHARMM_IMPROPER_FORCE_CONSTANT", k, t - 1),
-                      self._type_param("CHARMM_IMPROPER_PHASE", psi0, t - 1))  # fmt: skip
+            values = (
+                self._type_param("CHARMM_IMPROPER_FORCE_CONSTANT", k, t - 1),
+                self._type_param("CHARMM_IMPROPER_PHASE", psi0, t - 1),
+            )
             table.add(quad, t - 1, values, self._name(*quad))
         return table
 
@@ -307,7 +336,8 @@ class _PrmtopReader:
             return None
         if len(set(sizes)) != 1:
             raise TopologyError(
-                f"AMBER prmtop '{self.path}': CMAP grids of different sizes {sorted(set(sizes))} "
+                f"AMBER prmtop '{self.path}': CMAP grids of different sizes "
+                f"{sorted(set(sizes))} "
                 "are not supported"
             )
         size = sizes[0]
@@ -328,14 +358,15 @@ class _PrmtopReader:
             maps.append(t - 1)
         return cmap_table(atoms, maps, grids) if atoms else None
 
-    # -- non-bonded ---------------------------------------------------------------------------
+    # -- non-bonded --------------------------------------------------------------------
     def nonbonded(self) -> NonbondedParameters:
         for a, b in zip(
             self._floats("HBOND_ACOEF"), self._floats("HBOND_BCOEF"), strict=False
         ):
             if a or b:
                 raise TopologyError(
-                    f"AMBER prmtop '{self.path}' has 10-12 hydrogen-bond terms, which are not supported"
+                    f"AMBER prmtop '{self.path}' has 10-12 hydrogen-bond terms, which "
+                    "are not supported"
                 )
         acoef = self._floats("LENNARD_JONES_ACOEF")
         bcoef = self._floats("LENNARD_JONES_BCOEF")
@@ -343,7 +374,8 @@ class _PrmtopReader:
             self._floats("LENNARD_JONES_CCOEF")
         ):
             raise TopologyError(
-                f"AMBER prmtop '{self.path}' has 12-6-4 (LENNARD_JONES_CCOEF) terms, which "
+                f"AMBER prmtop '{self.path}' has 12-6-4 (LENNARD_JONES_CCOEF) terms, "
+                "which "
                 "are not supported"
             )
         nt = self.n_types
@@ -420,9 +452,9 @@ class _PrmtopReader:
         sig = rij * _SIGMA_FROM_RMIN
         c6 = 4.0 * wdij * sig**6
         c12 = c6 * sig**6
-        differs = ~np.isclose(table_a, c12, rtol=1e-14, atol=0.0) | ~np.isclose(
-            table_b, c6, rtol=1e-14, atol=0.0
-        )
+        differs: np.ndarray = ~np.isclose(
+            table_a, c12, rtol=1e-14, atol=0.0
+        ) | ~np.isclose(table_b, c6, rtol=1e-14, atol=0.0)
         return differs
 
     def exclusions(self, pairs14: TableBuilder) -> torch.Tensor:
@@ -443,7 +475,7 @@ class _PrmtopReader:
         pairs.extend((int(a), int(b)) for a, b in pairs14.build().atoms.tolist())
         return pair_tensor(pairs)
 
-    # -- the whole system ---------------------------------------------------------------------
+    # -- the whole system --------------------------------------------------------------
     def system(self) -> System:
         data = self.data
         bonds, graph = self.bonds()

@@ -51,11 +51,40 @@ __all__ = ["PsfLoader", "read_psf"]
 WATER_NAMES = ("WAT", "HOH", "TIP3", "TIP4", "TIP5", "SPCE", "SPC", "SWM4", "SWM6")
 _SIGMA_FROM_RMIN = 2.0 ** (-1.0 / 6.0)
 _ELEMENTS = {
-    "H": 1, "HE": 2, "LI": 3, "BE": 4, "B": 5, "C": 6, "N": 7, "O": 8, "F": 9, "NE": 10,
-    "NA": 11, "MG": 12, "AL": 13, "SI": 14, "P": 15, "S": 16, "CL": 17, "AR": 18, "K": 19,
-    "CA": 20, "MN": 25, "FE": 26, "CO": 27, "NI": 28, "CU": 29, "ZN": 30, "SE": 34,
-    "BR": 35, "RB": 37, "SR": 38, "I": 53, "CS": 55, "BA": 56,
-}  # fmt: skip
+    "H": 1,
+    "HE": 2,
+    "LI": 3,
+    "BE": 4,
+    "B": 5,
+    "C": 6,
+    "N": 7,
+    "O": 8,
+    "F": 9,
+    "NE": 10,
+    "NA": 11,
+    "MG": 12,
+    "AL": 13,
+    "SI": 14,
+    "P": 15,
+    "S": 16,
+    "CL": 17,
+    "AR": 18,
+    "K": 19,
+    "CA": 20,
+    "MN": 25,
+    "FE": 26,
+    "CO": 27,
+    "NI": 28,
+    "CU": 29,
+    "ZN": 30,
+    "SE": 34,
+    "BR": 35,
+    "RB": 37,
+    "SR": 38,
+    "I": 53,
+    "CS": 55,
+    "BA": 56,
+}
 _MAX_LISTED = 12
 
 
@@ -104,7 +133,8 @@ def _read_structure(path: Path) -> Any:
     lone = [a for a in psf.atoms if type(a).__name__ in ("ExtraPoint", "DrudeAtom")]
     if lone:
         raise TopologyError(
-            f"'{path}' has {len(lone)} lone pairs / virtual sites (e.g. atom {lone[0].idx + 1} "
+            f"'{path}' has {len(lone)} lone pairs / virtual sites (e.g. atom "
+            f"{lone[0].idx + 1} "
             f"{lone[0].name}), which are not supported"
         )
     return psf
@@ -128,15 +158,18 @@ class _Problems:
             for types, atoms in list(entries.items())[:_MAX_LISTED]:
                 more = f" and {len(atoms) - 1} more" if len(atoms) > 1 else ""
                 lines.append(
-                    f"  no {kind} parameters for types {'-'.join(types)} (atoms {atoms[0]}{more})"
+                    f"  no {kind} parameters for types {'-'.join(types)} "
+                    f"(atoms {atoms[0]}{more})"
                 )
             if len(entries) > _MAX_LISTED:
                 lines.append(
-                    f"  ... and {len(entries) - _MAX_LISTED} more {kind} type combinations"
+                    f"  ... and {len(entries) - _MAX_LISTED} more {kind} type "
+                    "combinations"
                 )
         names = ", ".join(Path(f).name for f in files) or "none"
         raise TopologyError(
-            f"parameters missing for the CHARMM psf '{self.path}' (parameter files: {names}):\n"
+            f"parameters missing for the CHARMM psf '{self.path}' "
+            f"(parameter files: {names}):\n"
             + "\n".join(lines)
             + "\nAdd the parameter/stream files that define these types."
         )
@@ -174,7 +207,7 @@ class _PsfBuilder:
     def _key(self, *indices: int) -> tuple[str, ...]:
         return tuple(self.types[i] for i in indices)
 
-    # -- bond graph and bonded terms ----------------------------------------------------------
+    # -- bond graph and bonded terms ---------------------------------------------------
     def bond_graph(self) -> list[tuple[int, int]]:
         graph = []
         for bond in self.psf.bonds:
@@ -256,7 +289,10 @@ class _PsfBuilder:
         return table
 
     def cmaps(self) -> Any:
-        atoms, maps, grids, index = [], [], [], {}
+        atoms: list[tuple[int, ...]] = []
+        maps: list[int] = []
+        grids: list[np.ndarray] = []
+        index: dict[tuple[str, ...], int] = {}
         for cmap in self.psf.cmaps:
             # parmed keeps consecutive torsions only: atoms 1-4 and 2-5
             a1, a2, a3, a4, a5 = (getattr(cmap, f"atom{k}").idx for k in range(1, 6))
@@ -281,7 +317,7 @@ class _PsfBuilder:
         except ValueError as err:
             raise TopologyError(f"CHARMM psf '{self.path}': {err}") from None
 
-    # -- non-bonded ------------------------------------------------------------------------------
+    # -- non-bonded --------------------------------------------------------------------
     def lj_parameters(self) -> dict[str, Any]:
         missing: dict[str, list[int]] = {}
         for i, t in enumerate(self.types):
@@ -345,7 +381,7 @@ class _PsfBuilder:
             table.add((a, d), key, (scale, sigma, epsilon), "-".join(key))
         return table
 
-    # -- the whole system -----------------------------------------------------------------------
+    # -- the whole system --------------------------------------------------------------
     def system(self) -> System:
         graph = self.bond_graph()
         bonds = self.bonds(graph)

@@ -2,7 +2,8 @@
 
 Every loader collects its interactions through a :class:`TableBuilder`, which keeps
 one row of parameters per force-field type (interactions with the same type key share
-the row), so all formats produce the same per-type :class:`~torchmd_core.ParameterTable`.
+the row), so all formats produce the same per-type
+:class:`~torchmd_core.ParameterTable`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class TableBuilder:
         values: Sequence[float],
         name: str = "",
     ) -> None:
-        """One interaction of type ``key`` with parameter ``values`` (in ``parameters`` order).
+        """One interaction of type ``key`` with ``values`` (in ``parameters`` order).
 
         Interactions with equal keys must carry equal values; the key should include
         the values whenever a type name alone does not determine them.
@@ -122,12 +123,37 @@ def pairs_12_13_14(
 
 # Element symbols by atomic number, and standard masses (amu) for guessing elements.
 _MASSES = {
-    1: 1.008, 3: 6.94, 4: 9.012, 5: 10.81, 6: 12.011, 7: 14.007, 8: 15.999, 9: 18.998,
-    11: 22.990, 12: 24.305, 13: 26.982, 14: 28.085, 15: 30.974, 16: 32.06, 17: 35.45,
-    19: 39.098, 20: 40.078, 25: 54.938, 26: 55.845, 27: 58.933, 28: 58.693, 29: 63.546,
-    30: 65.38, 34: 78.971, 35: 79.904, 37: 85.468, 38: 87.62, 53: 126.904, 55: 132.905,
+    1: 1.008,
+    3: 6.94,
+    4: 9.012,
+    5: 10.81,
+    6: 12.011,
+    7: 14.007,
+    8: 15.999,
+    9: 18.998,
+    11: 22.990,
+    12: 24.305,
+    13: 26.982,
+    14: 28.085,
+    15: 30.974,
+    16: 32.06,
+    17: 35.45,
+    19: 39.098,
+    20: 40.078,
+    25: 54.938,
+    26: 55.845,
+    27: 58.933,
+    28: 58.693,
+    29: 63.546,
+    30: 65.38,
+    34: 78.971,
+    35: 79.904,
+    37: 85.468,
+    38: 87.62,
+    53: 126.904,
+    55: 132.905,
     56: 137.327,
-}  # fmt: skip
+}
 
 
 def element_from_mass(mass: float) -> int:
@@ -174,7 +200,12 @@ def cmap_table(
 
 
 def check_file(path: Path, what: str) -> None:
-    """Raise InputFileError unless ``path`` is a readable file (``what``: "AMBER prmtop", ...)."""
+    """Raise InputFileError unless ``path`` is a readable file.
+
+    Args:
+        path: the file.
+        what: its description in messages ("AMBER prmtop", ...).
+    """
     if not path.exists():
         raise InputFileError(f"{what} '{path}' does not exist")
     if path.is_dir():
