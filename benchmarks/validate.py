@@ -42,6 +42,21 @@ def nonbonded() -> int:
     )
 
 
+@validation
+def amber() -> int:
+    """Loaders + amber (+ nonbonded) against OpenMM: slow tests (DHFR), then the figures."""
+    return slow_tests("tests/plugins/amber", "tests/plugins/test_openmm_parity.py") or run(
+        "benchmarks/amber_parity.py"
+    )
+
+
+@validation
+def restart() -> int:
+    """Exact restart with the built-in physics: solvated dipeptide, Langevin with
+    constraints, Monte Carlo barostat, float32; checkpoint, crash, resume (slow tests)."""
+    return slow_tests("tests/plugins/reporters")
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(VALIDATIONS)
     unknown = [n for n in names if n not in VALIDATIONS]

@@ -15,6 +15,7 @@ the 23,558-atom DHFR box is a slow test here.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,7 @@ def test_dhfr_box_matches_openmm(mode, shared_data, tmp_path):
         "make_reference", REFERENCE / "make_reference.py"
     )
     make_reference = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["make_reference"] = make_reference  # dataclasses look the module up
     spec.loader.exec_module(make_reference)  # type: ignore[union-attr]
     built = make_reference.dhfr(make_reference.MODES[mode], shared_data)
     data = make_reference.reference_from_built(

@@ -124,3 +124,32 @@ def test_psf_system_has_the_nbfix_pairs():
     names = list(nb.type_names)
     fixed = {(names[i], names[j]) for i, j in nb.pair_mask.nonzero().tolist()}
     assert ("SOD", "OC") in fixed and ("SOD", "CLA") in fixed
+
+
+@pytest.mark.slow
+def test_dhfr_box_as_charmm36_psf_matches_charmm_psf_file(shared_data, tmp_path):
+    """23,558 atoms: the DHFR box typed by OpenMM's charmm36.xml, written as a psf,
+    read with the CHARMM36 toppar; periodic reaction field with dispersion correction."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from tests.data.build_charmm36 import _charmm_types, write_psf
+
+    pdb = app.PDBFile(str(shared_data / "dhfr_5dfr" / "5dfr_solv-cube_equil.pdb"))
+    ff = app.ForceField("charmm36.xml", "charmm36/water.xml")
+    typed = ff.createSystem(pdb.topology, constraints=None, rigidWater=False)
+    psf = tmp_path / "dhfr.psf"
+    write_psf(psf, pdb.topology, typed, _charmm_types(ff, pdb.topology))
+    xyz = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.angstrom))
+    box = np.diag([62.23, 62.23, 62.23])
+    charmm = app.CharmmPsfFile(str(psf))
+    charmm.setBox(*(62.23 * unit.angstrom,) * 3)
+    omm = charmm.createSystem(
+        app.CharmmParameterSet(str(PARAMETERS)),
+        nonbondedMethod=app.CutoffPeriodic,
+        nonbondedCutoff=CUTOFF * unit.angstrom,
+        constraints=None,
+        rigidWater=False,
+    )
+    set_nonbonded(omm, "CutoffPeriodic", CUTOFF, dispersion=True)
+    check(ours(psf, [PARAMETERS], True), omm, {"xyz": xyz, "box": box})
