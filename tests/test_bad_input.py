@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from torchmd_core.cli import main
 from tests.conftest import DATA
+from torchmd_core.cli import main
 
 #: Seconds one case may take before it counts as a hang.
 TIMEOUT_S = 120
@@ -65,24 +65,48 @@ def copy_inputs(folder: Path, *names: str) -> list[Path]:
 
 def write_crd(pdb: Path, crd: Path) -> None:
     """A CHARMM coordinate file (standard format) with the atoms of a PDB file."""
-    atoms = [line for line in pdb.read_text().splitlines() if line.startswith(("ATOM", "HETATM"))]
+    atoms = [
+        line
+        for line in pdb.read_text().splitlines()
+        if line.startswith(("ATOM", "HETATM"))
+    ]
     lines = ["* written by the torchmd-core tests", "*", f"{len(atoms):5d}"]
     for i, line in enumerate(atoms, start=1):
-        name, resname, resid = line[12:16].strip(), line[17:21].strip(), int(line[22:26])
+        name, resname, resid = (
+            line[12:16].strip(),
+            line[17:21].strip(),
+            int(line[22:26]),
+        )
         x, y, z = float(line[30:38]), float(line[38:46]), float(line[46:54])
         segment = line[72:76].strip() or "MOL"
-        lines.append(f"{i:5d}{resid:5d} {resname:<4} {name:<4}{x:10.5f}{y:10.5f}{z:10.5f} {segment:<4} {resid:<4}{0.0:10.5f}")
+        lines.append(
+            f"{i:5d}{resid:5d} {resname:<4} {name:<4}{x:10.5f}{y:10.5f}{z:10.5f} {segment:<4} {resid:<4}{0.0:10.5f}"
+        )
     crd.write_text("\n".join(lines) + "\n")
 
 
 def energy_cases(folder: Path) -> dict[str, tuple[Path, list[str | Path]]]:
     """name → (the file to corrupt, tmd arguments)."""
-    vac_top, vac_pdb = copy_inputs(folder, "ala2_vacuum/ala2_vacuum.prmtop", "ala2_vacuum/ala2_vacuum.pdb")
-    psf, bz_pdb, prm = copy_inputs(folder, "benzamidine/mol.psf", "benzamidine/mol.pdb", "benzamidine/mol.prm")
-    solv_top, coor, _ = copy_inputs(folder, "ala2_solv/structure.prmtop", "ala2_solv/input.coor", "ala2_solv/input.xsc")
+    vac_top, vac_pdb = copy_inputs(
+        folder, "ala2_vacuum/ala2_vacuum.prmtop", "ala2_vacuum/ala2_vacuum.pdb"
+    )
+    psf, bz_pdb, prm = copy_inputs(
+        folder, "benzamidine/mol.psf", "benzamidine/mol.pdb", "benzamidine/mol.prm"
+    )
+    solv_top, coor, _ = copy_inputs(
+        folder,
+        "ala2_solv/structure.prmtop",
+        "ala2_solv/input.coor",
+        "ala2_solv/input.xsc",
+    )
     water = folder / "water"
     water.mkdir()
-    w_psf, w_xtc, w_prm = copy_inputs(water, "waterbox/structure.psf", "waterbox/output.xtc", "waterbox/parameters.prm")
+    w_psf, w_xtc, w_prm = copy_inputs(
+        water,
+        "waterbox/structure.psf",
+        "waterbox/output.xtc",
+        "waterbox/parameters.prm",
+    )
     crd = folder / "mol.crd"
     write_crd(bz_pdb, crd)
     charmm = ["--parameters", prm]
@@ -93,16 +117,26 @@ def energy_cases(folder: Path) -> dict[str, tuple[Path, list[str | Path]]]:
         "prm": (prm, ["energy", psf, bz_pdb, *charmm]),
         "crd": (crd, ["energy", psf, crd, *charmm]),
         "coor": (coor, ["energy", solv_top, coor, "--cutoff", "9"]),
-        "xtc": (w_xtc, ["energy", w_psf, w_xtc, "--parameters", w_prm, "--cutoff", "9"]),
+        "xtc": (
+            w_xtc,
+            ["energy", w_psf, w_xtc, "--parameters", w_prm, "--cutoff", "9"],
+        ),
     }
 
 
 def run_config(folder: Path, steps: int = 3) -> Path:
-    top, pdb = copy_inputs(folder, "ala2_vacuum/ala2_vacuum.prmtop", "ala2_vacuum/ala2_vacuum.pdb")
+    top, pdb = copy_inputs(
+        folder, "ala2_vacuum/ala2_vacuum.prmtop", "ala2_vacuum/ala2_vacuum.pdb"
+    )
     config = {
         "system": {"topology": top.name, "coordinates": pdb.name},
         "potentials": [{"kind": "amber"}, {"kind": "nonbonded"}],
-        "integrator": {"kind": "langevin", "timestep_fs": 1.0, "temperature_K": 300.0, "friction_per_ps": 1.0},
+        "integrator": {
+            "kind": "langevin",
+            "timestep_fs": 1.0,
+            "temperature_K": 300.0,
+            "friction_per_ps": 1.0,
+        },
         "reporters": [{"kind": "csv", "file": "out/log.csv", "interval": 1}],
         "steps": steps,
         "precision": "float64",
@@ -119,7 +153,9 @@ def _lines(data: bytes) -> list[bytes]:
     return data.splitlines(keepends=True)
 
 
-def _with_line(data: bytes, rng: random.Random, change: Callable[[bytes], bytes | None]) -> bytes:
+def _with_line(
+    data: bytes, rng: random.Random, change: Callable[[bytes], bytes | None]
+) -> bytes:
     lines = _lines(data)
     for _ in range(50):
         i = rng.randrange(len(lines))
@@ -174,7 +210,9 @@ CORRUPTIONS: dict[str, Callable[[bytes, random.Random], bytes]] = {
     "cut_half": lambda d, rng: d[: len(d) // 2],
     "cut_last_bytes": lambda d, rng: d[: len(d) - 7],
     "flipped_bytes": _flip_bytes,
-    "garbage": lambda d, rng: bytes(rng.randrange(256) for _ in range(min(len(d), 4096))),
+    "garbage": lambda d, rng: bytes(
+        rng.randrange(256) for _ in range(min(len(d), 4096))
+    ),
     "dropped_line": _drop_line,
     "letter_in_number": lambda d, rng: _with_line(d, rng, _digit_to(b"x")),
     "nan_number": lambda d, rng: _with_line(d, rng, _number_to_nan),
@@ -204,10 +242,17 @@ def check_clean_end(code: int, err: str, corrupted: Path, run: bool = False) -> 
 ENERGY_FILES = ["prmtop", "pdb", "psf", "prm", "crd", "coor", "xtc"]
 
 
-ENERGY_CASES = [(w, h) for w in ENERGY_FILES for h in CORRUPTIONS if not (h in TEXT_ONLY and w in BINARY)]
+ENERGY_CASES = [
+    (w, h)
+    for w in ENERGY_FILES
+    for h in CORRUPTIONS
+    if not (h in TEXT_ONLY and w in BINARY)
+]
 
 
-@pytest.mark.parametrize("which, how", ENERGY_CASES, ids=[f"{w}-{h}" for w, h in ENERGY_CASES])
+@pytest.mark.parametrize(
+    "which, how", ENERGY_CASES, ids=[f"{w}-{h}" for w, h in ENERGY_CASES]
+)
 def test_tmd_energy_on_corrupted_inputs_ends_cleanly(tmp_path, capsys, which, how):
     target, args = energy_cases(tmp_path)[which]
     corrupt(target, how, which)
@@ -215,11 +260,16 @@ def test_tmd_energy_on_corrupted_inputs_ends_cleanly(tmp_path, capsys, which, ho
     check_clean_end(code, err, target)
 
 
-@pytest.mark.parametrize("how", ["empty", "cut_half", "flipped_bytes", "garbage", "nan_number", "letter_in_number"])
+@pytest.mark.parametrize(
+    "how",
+    ["empty", "cut_half", "flipped_bytes", "garbage", "nan_number", "letter_in_number"],
+)
 @pytest.mark.parametrize("which", ["prmtop", "pdb"])
 def test_tmd_run_on_corrupted_inputs_ends_cleanly(tmp_path, capsys, which, how):
     config = run_config(tmp_path)
-    target = tmp_path / {"prmtop": "ala2_vacuum.prmtop", "pdb": "ala2_vacuum.pdb"}[which]
+    target = (
+        tmp_path / {"prmtop": "ala2_vacuum.prmtop", "pdb": "ala2_vacuum.pdb"}[which]
+    )
     corrupt(target, how, which)
     code, err = tmd(capsys, "run", config, "--quiet")
     check_clean_end(code, err, target, run=True)
@@ -234,7 +284,7 @@ def test_tmd_run_on_corrupted_configs_ends_cleanly(tmp_path, capsys, how):
 
 
 def test_the_uncorrupted_inputs_work(tmp_path, capsys):
-    for which, (target, args) in energy_cases(tmp_path).items():
+    for which, (_, args) in energy_cases(tmp_path).items():
         code, err = tmd(capsys, *args)
         assert code == 0, (which, err)
     run = tmp_path / "run"
@@ -249,12 +299,16 @@ def test_the_uncorrupted_inputs_work(tmp_path, capsys):
 
 def test_missing_topology(tmp_path, capsys):
     code, err = tmd(capsys, "energy", tmp_path / "none.prmtop", tmp_path / "none.pdb")
-    assert code == 2 and f"input file '{tmp_path / 'none.prmtop'}' does not exist" in err
+    assert (
+        code == 2 and f"input file '{tmp_path / 'none.prmtop'}' does not exist" in err
+    )
 
 
 def test_directory_instead_of_a_file(tmp_path, capsys):
     (tmp_path / "dir.prmtop").mkdir()
-    code, err = tmd(capsys, "energy", tmp_path / "dir.prmtop", DATA / "ala2_vacuum/ala2_vacuum.pdb")
+    code, err = tmd(
+        capsys, "energy", tmp_path / "dir.prmtop", DATA / "ala2_vacuum/ala2_vacuum.pdb"
+    )
     assert code == 2 and "is a directory, expected a file" in err
 
 
@@ -267,17 +321,32 @@ def test_unreadable_file(tmp_path, capsys):
 
 
 def test_coordinates_of_another_system_give_both_counts(tmp_path, capsys):
-    code, err = tmd(capsys, "energy", DATA / "ala2_vacuum/ala2_vacuum.prmtop", DATA / "benzamidine/mol.pdb")
+    code, err = tmd(
+        capsys,
+        "energy",
+        DATA / "ala2_vacuum/ala2_vacuum.prmtop",
+        DATA / "benzamidine/mol.pdb",
+    )
     assert code == 2
     assert "'mol.pdb' has 18 atoms" in err.replace(str(DATA / "benzamidine") + "/", "")
     assert "has 22" in err
 
 
 def test_missing_parameters_name_the_atom_types(tmp_path, capsys):
-    psf, pdb, prm = copy_inputs(tmp_path, "benzamidine/mol.psf", "benzamidine/mol.pdb", "benzamidine/mol.prm")
+    psf, pdb, prm = copy_inputs(
+        tmp_path, "benzamidine/mol.psf", "benzamidine/mol.pdb", "benzamidine/mol.prm"
+    )
     lines = prm.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("BONDS"))
-    removed = lines.pop(start + 1 + next(k for k, line in enumerate(lines[start + 1:]) if line.strip() and not line.startswith("!")))
+    removed = lines.pop(
+        start
+        + 1
+        + next(
+            k
+            for k, line in enumerate(lines[start + 1 :])
+            if line.strip() and not line.startswith("!")
+        )
+    )
     prm.write_text("\n".join(lines) + "\n")
     code, err = tmd(capsys, "energy", psf, pdb, "--parameters", prm)
     assert code == 2
@@ -291,7 +360,9 @@ def test_unknown_potential_kind_suggests_the_closest(tmp_path, capsys):
     data["potentials"][1]["kind"] = "nonbond"
     config.write_text(yaml.safe_dump(data))
     code, err = tmd(capsys, "run", config)
-    assert code == 2 and "no potential named 'nonbond'. Did you mean 'nonbonded'?" in err
+    assert (
+        code == 2 and "no potential named 'nonbond'. Did you mean 'nonbonded'?" in err
+    )
     assert "Available: amber" in err
 
 
@@ -309,7 +380,12 @@ def test_invalid_values_are_reported_together_with_lines(tmp_path, capsys):
 
 
 def test_cutoff_beyond_half_the_box(tmp_path, capsys):
-    top, coor, _ = copy_inputs(tmp_path, "ala2_solv/structure.prmtop", "ala2_solv/input.coor", "ala2_solv/input.xsc")
+    top, coor, _ = copy_inputs(
+        tmp_path,
+        "ala2_solv/structure.prmtop",
+        "ala2_solv/input.coor",
+        "ala2_solv/input.xsc",
+    )
     code, err = tmd(capsys, "energy", top, coor, "--cutoff", "12")
     assert code == 2 and "more than half the smallest box width" in err and "9.8" in err
     config = run_config(tmp_path)
@@ -319,7 +395,10 @@ def test_cutoff_beyond_half_the_box(tmp_path, capsys):
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     code, err = tmd(capsys, "run", config)
     assert code == 2
-    assert "potentials[1] (kind='nonbonded').cutoff: 12.0 Å is more than half the smallest box width" in err
+    assert (
+        "potentials[1] (kind='nonbonded').cutoff: 12.0 Å is more than half the smallest box width"
+        in err
+    )
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path, capsys):

@@ -102,7 +102,9 @@ def save_checkpoint(simulation: Simulation, path: str | Path) -> None:
     for reporter in simulation.reporters:
         reporter.flush()
     extra: dict[str, Any] = {}
-    simulation.registry.hook.torchmd_core_checkpoint_save(simulation=simulation, extra=extra)
+    simulation.registry.hook.torchmd_core_checkpoint_save(
+        simulation=simulation, extra=extra
+    )
     config = simulation.config
     neighbor_list = getattr(simulation.potential, "neighbor_list", None)
     payload = {
@@ -125,7 +127,9 @@ def save_checkpoint(simulation: Simulation, path: str | Path) -> None:
         "reported_step": simulation.reported_step,
         "neighbor_list": None if neighbor_list is None else neighbor_list.state_dict(),
         "integrator": simulation.integrator.state_dict(),
-        "barostat": None if simulation.barostat is None else simulation.barostat.state_dict(),
+        "barostat": None
+        if simulation.barostat is None
+        else simulation.barostat.state_dict(),
         "reporters": reporter_states(simulation),
         "extra": extra,
     }
@@ -180,7 +184,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(simulation: Simulation, path: str | Path, strict: bool = True) -> None:
+def load_checkpoint(
+    simulation: Simulation, path: str | Path, strict: bool = True
+) -> None:
     """Restore state, random streams, neighbour list and reporter bookkeeping.
 
     After this, :meth:`Simulation.run` continues exactly where the checkpointed run
@@ -250,7 +256,9 @@ def load_checkpoint(simulation: Simulation, path: str | Path, strict: bool = Tru
     )
 
 
-def _load_reporter_states(simulation: Simulation, states: dict[str, Any] | list[Any]) -> None:
+def _load_reporter_states(
+    simulation: Simulation, states: dict[str, Any] | list[Any]
+) -> None:
     if isinstance(states, list):  # format 1: by position
         if len(states) == len(simulation.reporters):
             for reporter, rstate in zip(simulation.reporters, states, strict=True):
@@ -264,7 +272,9 @@ def _load_reporter_states(simulation: Simulation, states: dict[str, Any] | list[
             reporter.load_state_dict(states[key])
 
 
-def _check_same_system(simulation: Simulation, payload: dict[str, Any], path: str | Path) -> None:
+def _check_same_system(
+    simulation: Simulation, payload: dict[str, Any], path: str | Path
+) -> None:
     sig = system_signature(simulation.system)
     if payload["system"] != sig or payload["n_atoms"] != simulation.system.n_atoms:
         raise CheckpointError(
@@ -282,7 +292,9 @@ def _check_same_system(simulation: Simulation, payload: dict[str, Any], path: st
         )
 
 
-def _check_same_config(config: SimulationConfig, payload: dict[str, Any], path: str | Path) -> None:
+def _check_same_config(
+    config: SimulationConfig, payload: dict[str, Any], path: str | Path
+) -> None:
     saved = payload.get("config")
     if saved is None:  # format 1, or written without a config
         fingerprint = payload.get("fingerprint")
@@ -296,7 +308,9 @@ def _check_same_config(config: SimulationConfig, payload: dict[str, Any], path: 
     differences = config_differences(saved, comparable_config(config))
     if differences:
         shown = "\n".join(f"  {d}" for d in differences[:8])
-        more = f"\n  ... and {len(differences) - 8} more" if len(differences) > 8 else ""
+        more = (
+            f"\n  ... and {len(differences) - 8} more" if len(differences) > 8 else ""
+        )
         raise CheckpointError(
             f"checkpoint '{path}' was written with a different configuration:\n"
             f"{shown}{more}\nOnly 'steps' and 'reporters' may change when resuming; "
@@ -309,7 +323,8 @@ def comparable_config(config: SimulationConfig) -> dict[str, Any]:
     segments; file paths reduced to their names (the same inputs may be reached from
     another working directory)."""
     data = config.model_dump(mode="python", exclude=_MAY_CHANGE)
-    return json.loads(json.dumps(_names_of_paths(data)))
+    plain: dict[str, Any] = json.loads(json.dumps(_names_of_paths(data)))
+    return plain
 
 
 def _names_of_paths(value: Any) -> Any:
@@ -335,11 +350,17 @@ def config_differences(saved: Any, current: Any, where: str = "") -> list[str]:
             else:
                 out.extend(config_differences(saved[key], current[key], sub))
         return out
-    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+    if (
+        isinstance(saved, list)
+        and isinstance(current, list)
+        and len(saved) == len(current)
+    ):
         out = []
         for i, (a, b) in enumerate(zip(saved, current, strict=True)):
             out.extend(config_differences(a, b, f"{where}[{i}]"))
         return out
     if saved != current:
-        return [f"{where or '(config)'}: {saved!r} in the checkpoint, {current!r} in this config"]
+        return [
+            f"{where or '(config)'}: {saved!r} in the checkpoint, {current!r} in this config"
+        ]
     return []

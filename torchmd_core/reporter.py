@@ -144,7 +144,7 @@ class Reporter(Component, ABC):
     @property
     def interval(self) -> int:
         """Steps between reports; 0 means only the final frame (with :attr:`at_end`)."""
-        return int(getattr(self.config, "interval"))
+        return int(getattr(self.config, "interval"))  # noqa: B009 - not on every config
 
     def outputs(self) -> tuple[Path, ...]:
         """Files this reporter writes (checked before a run so nothing is overwritten)."""

@@ -90,7 +90,10 @@ def checkpoint_path(simulation: Simulation, config_path: Path) -> Path:
 
 def _checkpoint_reporter(simulation: Simulation) -> Reporter | None:
     for reporter in simulation.reporters:
-        if getattr(reporter.config, "kind", None) == "checkpoint" and reporter.outputs():
+        if (
+            getattr(reporter.config, "kind", None) == "checkpoint"
+            and reporter.outputs()
+        ):
             return reporter
     return None
 
@@ -126,7 +129,9 @@ def run_config(
     if not overwrite:  # refuse before minimising, not after
         simulation.check_outputs(resume=resume is not None)
     if resume is None and config.minimize is not None:
-        simulation.minimize(config.minimize.tolerance_kcal_mol_A, config.minimize.max_iterations)
+        simulation.minimize(
+            config.minimize.tolerance_kcal_mol_A, config.minimize.max_iterations
+        )
     bar = ProgressBar(out) if not quiet and _is_terminal(out) else None
     started = time.perf_counter()
     first = simulation.state.step
@@ -147,7 +152,11 @@ def run_config(
     if not quiet:
         elapsed = time.perf_counter() - started
         done = simulation.state.step - first
-        speed = units.ns_per_day(done / elapsed, simulation.integrator.timestep_fs) if elapsed > 0 else 0.0
+        speed = (
+            units.ns_per_day(done / elapsed, simulation.integrator.timestep_fs)
+            if elapsed > 0
+            else 0.0
+        )
         print(
             f"finished {config.steps} steps ({done} in this run, {elapsed:.1f} s, "
             f"{speed:.2f} ns/day)",
@@ -156,7 +165,9 @@ def run_config(
     return 0
 
 
-def _interrupted(simulation: Simulation, config_path: Path, signum: int, out: TextIO) -> int:
+def _interrupted(
+    simulation: Simulation, config_path: Path, signum: int, out: TextIO
+) -> int:
     target = checkpoint_path(simulation, config_path)
     save_checkpoint(simulation, target)
     name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
@@ -168,7 +179,9 @@ def _interrupted(simulation: Simulation, config_path: Path, signum: int, out: Te
     return _EXIT_CODES.get(signal.Signals(signum), 130)
 
 
-def _with_resume_hint(err: SimulationError, simulation: Simulation, config_path: Path) -> SimulationError:
+def _with_resume_hint(
+    err: SimulationError, simulation: Simulation, config_path: Path
+) -> SimulationError:
     """The error with a line on the last good checkpoint (never overwritten by a failed
     state: the run loop checks every state before anything is written)."""
     message = err.args[0] if err.args else ""
@@ -176,9 +189,13 @@ def _with_resume_hint(err: SimulationError, simulation: Simulation, config_path:
     if reporter is not None and reporter.outputs()[0].exists():
         step = reporter.state_dict().get("step")
         at = f" (step {step})" if step is not None else ""
-        message += f"\nThe last good checkpoint, '{reporter.outputs()[0]}'{at}, is intact."
+        message += (
+            f"\nThe last good checkpoint, '{reporter.outputs()[0]}'{at}, is intact."
+        )
     else:
-        message += "\nNo checkpoint was written (add a 'checkpoint' reporter to keep one)."
+        message += (
+            "\nNo checkpoint was written (add a 'checkpoint' reporter to keep one)."
+        )
     return type(err)(message)
 
 

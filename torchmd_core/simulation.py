@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -115,7 +114,9 @@ class Simulation:
     @property
     def state(self) -> State:
         if self._state is None:
-            raise RuntimeError("the simulation has no state yet: set Simulation.state first")
+            raise RuntimeError(
+                "the simulation has no state yet: set Simulation.state first"
+            )
         return self._state
 
     @state.setter
@@ -136,8 +137,13 @@ class Simulation:
                 self.barostat.to(device=state.device, dtype=state.dtype)
             if len(self.integrator.generators) != state.n_replicas:
                 self.integrator.seed(self.seed, state.n_replicas, state.device)
-            if self.barostat is not None and len(self.barostat.generators) != state.n_replicas:
-                self.barostat.seed(self.seed + 7919 * 1000, state.n_replicas, state.device)
+            if (
+                self.barostat is not None
+                and len(self.barostat.generators) != state.n_replicas
+            ):
+                self.barostat.seed(
+                    self.seed + 7919 * 1000, state.n_replicas, state.device
+                )
             self.check_interval = 1 if state.device.type == "cpu" else 100
 
     def continue_from(self, state: State, reported_step: int | None) -> None:
@@ -281,20 +287,25 @@ class Simulation:
         #    (no step taken, or a stop requested while reporting).
         if ended_at != state.step:
             check_finite(state, self.system, previous=last_checked)
-            self._report(state, clock, self._ordered([r for r in self.reporters if r.at_end]))
+            self._report(
+                state, clock, self._ordered([r for r in self.reporters if r.at_end])
+            )
 
     def _due(self, step: int, final: bool = False) -> list[Reporter]:
         """Reporters due at ``step`` (with ``final``, also the at_end ones), checkpoint
         writers last."""
         due = [
-            r for r in self.reporters
+            r
+            for r in self.reporters
             if (r.interval > 0 and step % r.interval == 0) or (final and r.at_end)
         ]
         return self._ordered(due) if due else due
 
     @staticmethod
     def _ordered(reporters: list[Reporter]) -> list[Reporter]:
-        return [r for r in reporters if not r.runs_last] + [r for r in reporters if r.runs_last]
+        return [r for r in reporters if not r.runs_last] + [
+            r for r in reporters if r.runs_last
+        ]
 
     def _report(self, state: State, clock: _Clock, due: list[Reporter]) -> None:
         if not due:
@@ -343,7 +354,9 @@ class Simulation:
         """Raise :class:`OutputExistsError` if a run would replace a file its
         reporters did not write (with ``resume``, files they have no record of)."""
         state = self.state
-        self._refuse_existing_outputs(self._run_info(state.step, state.step, resume, False))
+        self._refuse_existing_outputs(
+            self._run_info(state.step, state.step, resume, False)
+        )
 
     def _refuse_existing_outputs(self, info: RunInfo) -> None:
         existing = [str(p) for r in self.reporters for p in r.output_conflicts(info)]
@@ -364,7 +377,9 @@ class Simulation:
             "files with --overwrite, or change the file names in the config"
         )
 
-    def minimize(self, tolerance_kcal_mol_A: float = 0.24, max_iterations: int = 1000) -> State:
+    def minimize(
+        self, tolerance_kcal_mol_A: float = 0.24, max_iterations: int = 1000
+    ) -> State:
         """Minimise the potential energy in place (L-BFGS); returns the new state.
 
         The integrator's constraints (its ``constraint_solver``) stay satisfied.
@@ -373,21 +388,29 @@ class Simulation:
 
         with torch.no_grad():
             self.state = minimize(
-                self.potential, self.state, tolerance_kcal_mol_A, max_iterations,
+                self.potential,
+                self.state,
+                tolerance_kcal_mol_A,
+                max_iterations,
                 constraints=self.integrator.constraint_solver,
             )
         return self.state
 
     # -- observations ---------------------------------------------------------------------------
     def measure(
-        self, state: State, needs: frozenset[str] = frozenset(), speed_ns_day: float | None = None
+        self,
+        state: State,
+        needs: frozenset[str] = frozenset(),
+        speed_ns_day: float | None = None,
     ) -> Frame:
         """A :class:`Frame` of ``state`` with the quantities in ``needs``."""
         terms = None
         forces = state.forces
         energy = state.potential_energy
         if "energy_terms" in needs:
-            terms = {k: v.detach() for k, v in self.potential.energy_terms(state).items()}
+            terms = {
+                k: v.detach() for k, v in self.potential.energy_terms(state).items()
+            }
             energy = torch.stack(list(terms.values())).sum(0) if terms else energy
         if "forces" in needs and forces is None:
             energy, forces = self.potential.energy_and_forces(state)
@@ -413,7 +436,9 @@ class Simulation:
 
     # -- building from a config ------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: SimulationConfig, registry: Registry | None = None) -> Simulation:
+    def from_config(
+        cls, config: SimulationConfig, registry: Registry | None = None
+    ) -> Simulation:
         """Build everything a config describes (loaders, components, initial state)."""
         from torchmd_core.builder import build_simulation
 
@@ -458,10 +483,16 @@ def kinetic_energy(state: State, system: System) -> Tensor:
     if state.velocities is None:
         return state.positions.new_zeros(state.n_replicas)
     m = system.masses.to(device=state.device, dtype=state.dtype)
-    return 0.5 * units.AMU_A2_PS2_TO_KCAL_MOL * (m[None, :, None] * state.velocities.square()).sum((1, 2))
+    return (
+        0.5
+        * units.AMU_A2_PS2_TO_KCAL_MOL
+        * (m[None, :, None] * state.velocities.square()).sum((1, 2))
+    )
 
 
-def temperature(state: State, system: System, remove_com_motion: bool = False) -> Tensor:
+def temperature(
+    state: State, system: System, remove_com_motion: bool = False
+) -> Tensor:
     """(R,) instantaneous temperature, K, from the system's degrees of freedom."""
     dof = max(system.degrees_of_freedom(remove_com_motion), 1)
     return 2.0 * kinetic_energy(state, system) / (dof * units.BOLTZMANN_KCAL_MOL_K)
@@ -484,13 +515,20 @@ def maxwell_boltzmann_velocities(
     masses = system.masses.to(torch.float64)
     sigma = torch.where(
         masses > 0,
-        torch.sqrt(units.BOLTZMANN_KCAL_MOL_K * temperature_K / (masses.clamp(min=1e-12) * units.AMU_A2_PS2_TO_KCAL_MOL)),
+        torch.sqrt(
+            units.BOLTZMANN_KCAL_MOL_K
+            * temperature_K
+            / (masses.clamp(min=1e-12) * units.AMU_A2_PS2_TO_KCAL_MOL)
+        ),
         torch.zeros_like(masses),
     )
     out = []
     for r in range(n_replicas):
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7 + r)
-        v = torch.randn((system.n_atoms, 3), generator=g, dtype=torch.float64) * sigma[:, None]
+        v = (
+            torch.randn((system.n_atoms, 3), generator=g, dtype=torch.float64)
+            * sigma[:, None]
+        )
         if remove_com_motion and float(masses.sum()) > 0:
             v = v - (masses[:, None] * v).sum(0) / masses.sum()
             v = torch.where(masses[:, None] > 0, v, torch.zeros_like(v))
@@ -530,14 +568,20 @@ def check_finite(state: State, system: System, previous: State | None = None) ->
 def _instability_message(
     name: str, value: Tensor, state: State, system: System, previous: State | None
 ) -> str:
-    lines = [f"{name} became non-finite at step {state.step} (t = {state.time_ps:.4f} ps)"]
+    lines = [
+        f"{name} became non-finite at step {state.step} (t = {state.time_ps:.4f} ps)"
+    ]
     if value.dim() == 3:  # per atom: which ones
         bad = (~torch.isfinite(value)).any(-1)  # (R, N)
         reps = torch.nonzero(bad.any(-1)).flatten().tolist()
         for r in reps[:3]:
             atoms = torch.nonzero(bad[r]).flatten().tolist()
             shown = ", ".join(_describe_atom(system, a) for a in atoms[:_SHOWN_ATOMS])
-            more = f" and {len(atoms) - _SHOWN_ATOMS} more" if len(atoms) > _SHOWN_ATOMS else ""
+            more = (
+                f" and {len(atoms) - _SHOWN_ATOMS} more"
+                if len(atoms) > _SHOWN_ATOMS
+                else ""
+            )
             lines.append(f"  replica {r}: {len(atoms)} atom(s) affected: {shown}{more}")
         if len(reps) > 3:
             lines.append(f"  ... and {len(reps) - 3} more replicas")
@@ -553,7 +597,9 @@ def _instability_message(
     return "\n".join(lines)
 
 
-def _largest_forces(system: System, previous: State | None, reps: list[int]) -> list[str]:
+def _largest_forces(
+    system: System, previous: State | None, reps: list[int]
+) -> list[str]:
     if previous is None or previous.forces is None or not reps:
         return []
     r = reps[0]
@@ -564,7 +610,9 @@ def _largest_forces(system: System, previous: State | None, reps: list[int]) -> 
         f"{_describe_atom(system, int(i))} {float(f):.3g}"
         for f, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     )
-    return [f"  largest forces at step {previous.step} (replica {r}, kcal/mol/Å): {shown}"]
+    return [
+        f"  largest forces at step {previous.step} (replica {r}, kcal/mol/Å): {shown}"
+    ]
 
 
 def _describe_atom(system: System, index: int) -> str:

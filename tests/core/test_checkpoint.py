@@ -18,6 +18,8 @@ import torch
 import yaml
 from pydantic import Field
 
+from tests.core import toys
+from tests.plugins.reporters.conftest import write_config
 from torchmd_core import (
     CheckpointError,
     Frame,
@@ -33,8 +35,6 @@ from torchmd_core import (
 from torchmd_core import checkpoint as checkpoint_module
 from torchmd_core.checkpoint import atomic_save, read_checkpoint
 from torchmd_core.cli import main
-from tests.core import toys
-from tests.plugins.reporters.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,9 @@ def torchmd_core_register_reporters(register: Any) -> None:
     register(CrashAt)
 
 
-crash_plugin = types.SimpleNamespace(torchmd_core_register_reporters=torchmd_core_register_reporters)
+crash_plugin = types.SimpleNamespace(
+    torchmd_core_register_reporters=torchmd_core_register_reporters
+)
 
 OUTPUTS = [
     {"kind": "csv", "file": "out/log.csv", "interval": 2},
@@ -68,7 +70,9 @@ OUTPUTS = [
 ]
 
 
-def set_steps(config: Path, steps: int, reporters: list[dict[str, Any]] | None = None) -> None:
+def set_steps(
+    config: Path, steps: int, reporters: list[dict[str, Any]] | None = None
+) -> None:
     data = yaml.safe_load(config.read_text())
     data["steps"] = steps
     if reporters is not None:
@@ -118,19 +122,28 @@ def test_resume_after_crash_continues_bit_for_bit(tmp_path, precision, n_replica
         ref_cfg = write_config(reference, OUTPUTS, **options)
         assert main(["run", str(ref_cfg), "--quiet"]) == 0
 
-        cfg = write_config(broken, [*OUTPUTS, {"kind": "test.crash", "step": 17}], **options)
+        cfg = write_config(
+            broken, [*OUTPUTS, {"kind": "test.crash", "step": 17}], **options
+        )
         assert main(["run", str(cfg), "--quiet"]) == 1  # the crash (an internal error)
         assert read_checkpoint(broken / "out/run.chk")["state"]["step"] == 10
         assert len(read_csv_rows(broken / "out/log.csv")) > 1 + 6  # rows past step 10
 
         set_steps(cfg, 30, OUTPUTS)
-        assert main(["run", str(cfg), "--resume", str(broken / "out/run.chk"), "--quiet"]) == 0
+        assert (
+            main(["run", str(cfg), "--resume", str(broken / "out/run.chk"), "--quiet"])
+            == 0
+        )
 
-    assert read_csv_rows(broken / "out/log.csv") == read_csv_rows(reference / "out/log.csv")
+    assert read_csv_rows(broken / "out/log.csv") == read_csv_rows(
+        reference / "out/log.csv"
+    )
     steps = [row[0] for row in read_csv_rows(broken / "out/log.csv")[1:]]
     assert len(steps) == len(set(steps)) * 1 if n_replicas == 1 else len(set(steps)) * 2
     ref_files = trajectory_files(reference / "out")
-    assert [p.name for p in ref_files] == [p.name for p in trajectory_files(broken / "out")]
+    assert [p.name for p in ref_files] == [
+        p.name for p in trajectory_files(broken / "out")
+    ]
     assert len(ref_files) == 2 * n_replicas
     for ref in ref_files:  # frame by frame, and byte for byte
         same_trajectory(broken / "out" / ref.name, ref)
@@ -139,18 +152,27 @@ def test_resume_after_crash_continues_bit_for_bit(tmp_path, precision, n_replica
     assert a["step"] == b["step"] == 30
     for key in ("positions", "velocities", "box", "forces"):
         assert torch.equal(a[key], b[key]), key
-    for name in (["final.pdb"] if n_replicas == 1 else ["final_r0.pdb", "final_r1.pdb"]):
-        assert (broken / "out" / name).read_text() == (reference / "out" / name).read_text()
+    for name in ["final.pdb"] if n_replicas == 1 else ["final_r0.pdb", "final_r1.pdb"]:
+        assert (broken / "out" / name).read_text() == (
+            reference / "out" / name
+        ).read_text()
 
 
 def test_trajectories_hold_every_frame_once_after_resume(tmp_path):
     import mdtraj
 
     with isolated_registry(plugins=[toys, crash_plugin]):
-        cfg = write_config(tmp_path, [*OUTPUTS, {"kind": "test.crash", "step": 13}], steps=30)
+        cfg = write_config(
+            tmp_path, [*OUTPUTS, {"kind": "test.crash", "step": 13}], steps=30
+        )
         main(["run", str(cfg), "--quiet"])
         set_steps(cfg, 30, OUTPUTS)
-        assert main(["run", str(cfg), "--resume", str(tmp_path / "out/run.chk"), "--quiet"]) == 0
+        assert (
+            main(
+                ["run", str(cfg), "--resume", str(tmp_path / "out/run.chk"), "--quiet"]
+            )
+            == 0
+        )
     top = mdtraj.load(str(tmp_path / "out/final.pdb")).topology
     dcd = mdtraj.load(str(tmp_path / "out/traj.dcd"), top=top)
     xtc = mdtraj.load(str(tmp_path / "out/traj.xtc"), top=top)
@@ -162,12 +184,17 @@ def test_trajectories_hold_every_frame_once_after_resume(tmp_path):
 
 def test_continuing_a_simulation_in_python_equals_one_long_run(tmp_path, toy_registry):
     """run(7) + run(8) on one Simulation == run(15), files included."""
-    outputs = [{"kind": "dcd", "file": "t.dcd", "interval": 2}, {"kind": "csv", "file": "l.csv", "interval": 3}]
+    outputs = [
+        {"kind": "dcd", "file": "t.dcd", "interval": 2},
+        {"kind": "csv", "file": "l.csv", "interval": 3},
+    ]
     results = []
     for name, parts in (("one", [15]), ("two", [7, 8]), ("many", [1, 4, 0, 3, 7])):
         folder = tmp_path / name
         folder.mkdir()
-        sim = Simulation.from_config(load_config(write_config(folder, outputs, steps=15)))
+        sim = Simulation.from_config(
+            load_config(write_config(folder, outputs, steps=15))
+        )
         for n in parts:
             sim.run(n)
         results.append((sim.state, folder / "t.dcd", read_csv_rows(folder / "l.csv")))
@@ -223,7 +250,9 @@ def test_checkpoint_of_another_config_names_what_differs(tmp_path, toy_registry)
     assert "steps" not in text.split("\n", 1)[1].split("Only")[0]
 
 
-def test_same_config_from_another_directory_resumes(tmp_path, toy_registry, monkeypatch):
+def test_same_config_from_another_directory_resumes(
+    tmp_path, toy_registry, monkeypatch
+):
     cfg = write_config(tmp_path, [], steps=5)
     sim = Simulation.from_config(load_config(cfg))
     sim.run(5)
@@ -235,17 +264,24 @@ def test_same_config_from_another_directory_resumes(tmp_path, toy_registry, monk
 
 
 def test_precision_and_replicas_must_match(tmp_path, toy_registry):
-    sim = Simulation.from_config(load_config(write_config(tmp_path, [], precision="float64")))
+    sim = Simulation.from_config(
+        load_config(write_config(tmp_path, [], precision="float64"))
+    )
     save_checkpoint(sim, tmp_path / "c.chk")
-    f32 = Simulation.from_config(load_config(write_config(tmp_path, [], precision="float32")))
-    with pytest.raises(CheckpointError, match="float64.*float32"):
+    f32 = Simulation.from_config(
+        load_config(write_config(tmp_path, [], precision="float32"))
+    )
+    with pytest.raises(CheckpointError, match=r"float64.*float32"):
         load_checkpoint(f32, tmp_path / "c.chk", strict=False)
     r2 = Simulation.from_config(load_config(write_config(tmp_path, [], n_replicas=2)))
     with pytest.raises(CheckpointError, match="1 replicas, this run has 2"):
         load_checkpoint(r2, tmp_path / "c.chk", strict=False)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not_a_checkpoint", "missing", "directory"])
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "garbage", "empty", "not_a_checkpoint", "missing", "directory"],
+)
 def test_damaged_checkpoints_give_a_clear_error(tmp_path, toy_registry, damage):
     sim = Simulation.from_config(load_config(write_config(tmp_path, [])))
     path = tmp_path / "c.chk"
@@ -268,7 +304,9 @@ def test_damaged_checkpoints_give_a_clear_error(tmp_path, toy_registry, damage):
         load_checkpoint(sim, path)
 
 
-def test_a_crash_inside_atomic_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+def test_a_crash_inside_atomic_save_leaves_the_previous_checkpoint(
+    tmp_path, monkeypatch
+):
     path = tmp_path / "c.chk"
     atomic_save({"generation": 1, "data": torch.arange(1000)}, path)
 
@@ -299,7 +337,7 @@ def test_sigkill_while_writing_checkpoints_never_leaves_a_torn_file(tmp_path):
     """)
     rng = np.random.default_rng(0)
     seen = set()
-    for attempt in range(4):
+    for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
         try:
             deadline = time.monotonic() + 60
@@ -349,9 +387,13 @@ def test_sigkilled_tmd_run_resumes_exactly(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     reference.mkdir()
     killed.mkdir()
-    cfg = write_config(killed, [*outputs, {"kind": "test.slow", "interval": 1}], steps=300)
+    cfg = write_config(
+        killed, [*outputs, {"kind": "test.slow", "interval": 1}], steps=300
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", runner, "run", str(cfg), "--quiet"], cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", runner, "run", str(cfg), "--quiet"], cwd=ROOT, env=env
+    )
     try:
         deadline = time.monotonic() + 120
         chk = killed / "out/run.chk"
@@ -366,11 +408,83 @@ def test_sigkilled_tmd_run_resumes_exactly(tmp_path):
     step = read_checkpoint(killed / "out/run.chk")["state"]["step"]
     assert 80 <= step < 300
     with isolated_registry(plugins=[toys]):
-        assert main(["run", str(write_config(reference, outputs, steps=300)), "--quiet"]) == 0
+        assert (
+            main(["run", str(write_config(reference, outputs, steps=300)), "--quiet"])
+            == 0
+        )
     resumed = subprocess.run(
-        [sys.executable, "-c", runner, "run", str(cfg), "--resume", str(killed / "out/run.chk"), "--quiet"],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            runner,
+            "run",
+            str(cfg),
+            "--resume",
+            str(killed / "out/run.chk"),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert resumed.returncode == 0, resumed.stderr
     same_trajectory(killed / "out/traj.dcd", reference / "out/traj.dcd")
-    assert read_csv_rows(killed / "out/log.csv") == read_csv_rows(reference / "out/log.csv")
+    assert read_csv_rows(killed / "out/log.csv") == read_csv_rows(
+        reference / "out/log.csv"
+    )
+
+
+def test_resume_with_the_monte_carlo_barostat_is_exact(tmp_path):
+    """Box moves (random, accepted or not) rebuild the neighbour list: resuming restores
+    the barostat's streams and step size and the list's build positions."""
+    barostat = {
+        "kind": "montecarlo",
+        "pressure_bar": 1000.0,
+        "temperature_K": 300.0,
+        "interval": 2,
+    }
+    langevin = {
+        "kind": "langevin",
+        "timestep_fs": 2.0,
+        "temperature_K": 300.0,
+        "friction_per_ps": 1.0,
+    }
+    options = dict(
+        steps=30,
+        precision="float32",
+        n_replicas=2,
+        barostat=barostat,
+        integrator=langevin,
+    )
+    reference, broken = tmp_path / "reference", tmp_path / "broken"
+    reference.mkdir()
+    broken.mkdir()
+    outputs = [
+        {"kind": "dcd", "file": "out/traj.dcd", "interval": 1},
+        {"kind": "checkpoint", "file": "out/run.chk", "interval": 10},
+    ]
+    with isolated_registry(plugins=[toys, crash_plugin]):
+        assert (
+            main(["run", str(write_config(reference, outputs, **options)), "--quiet"])
+            == 0
+        )
+        cfg = write_config(
+            broken, [*outputs, {"kind": "test.crash", "step": 15}], **options
+        )
+        assert main(["run", str(cfg), "--quiet"]) == 1
+        set_steps(cfg, 30, outputs)
+        assert (
+            main(["run", str(cfg), "--resume", str(broken / "out/run.chk"), "--quiet"])
+            == 0
+        )
+    a, b = (
+        read_checkpoint(reference / "out/run.chk"),
+        read_checkpoint(broken / "out/run.chk"),
+    )
+    assert not torch.equal(a["state"]["box"][0], a["state"]["box"][1])  # boxes moved
+    assert int(a["barostat"]["total_accepted"].sum()) > 0
+    for key in ("positions", "velocities", "box", "forces"):
+        assert torch.equal(a["state"][key], b["state"][key]), key
+    for name in ("traj_r0.dcd", "traj_r1.dcd"):
+        same_trajectory(broken / "out" / name, reference / "out" / name)

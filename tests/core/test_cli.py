@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.plugins.reporters.conftest import write_config
 from torchmd_core import __version__
 from torchmd_core.cli import main
-from tests.plugins.reporters.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_REPORTERS = ("checkpoint", "csv", "dcd", "pdb", "xtc")
@@ -45,7 +45,9 @@ def test_plugins_lists_the_builtin_reporters(capsys):
     code, out, _ = run_tmd(capsys, "plugins")
     assert code == 0
     for kind in BUILTIN_REPORTERS:
-        line = next(line for line in out.splitlines() if line.split()[:2] == ["reporters", kind])
+        line = next(
+            line for line in out.splitlines() if line.split()[:2] == ["reporters", kind]
+        )
         assert "torchmd-core:reporters" in line
 
 
@@ -53,24 +55,40 @@ def test_schema_has_every_reporter_kind_with_described_fields(capsys):
     code, out, _ = run_tmd(capsys, "schema")
     schema = json.loads(out)
     assert code == 0
-    kinds = {d["properties"]["kind"].get("const", d["properties"]["kind"].get("default"))
-             for name, d in schema["$defs"].items() if "kind" in d.get("properties", {})}
+    kinds = {
+        d["properties"]["kind"].get("const", d["properties"]["kind"].get("default"))
+        for name, d in schema["$defs"].items()
+        if "kind" in d.get("properties", {})
+    }
     assert set(BUILTIN_REPORTERS) <= kinds
-    dcd = next(d for d in schema["$defs"].values() if d.get("properties", {}).get("kind", {}).get("default") == "dcd")
-    assert all(f.get("description") for n, f in dcd["properties"].items() if n != "kind")
+    dcd = next(
+        d
+        for d in schema["$defs"].values()
+        if d.get("properties", {}).get("kind", {}).get("default") == "dcd"
+    )
+    assert all(
+        f.get("description") for n, f in dcd["properties"].items() if n != "kind"
+    )
 
 
 def test_run_writes_outputs_and_refuses_to_replace_them(tmp_path, toy_registry, capsys):
-    cfg = write_config(tmp_path, [{"kind": "csv", "file": "out/log.csv", "interval": 5}], steps=10)
+    cfg = write_config(
+        tmp_path, [{"kind": "csv", "file": "out/log.csv", "interval": 5}], steps=10
+    )
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 0 and "finished 10 steps" in err
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 2
-    assert f"OutputExistsError: output file '{tmp_path / 'out/log.csv'}' exists already" in err
+    assert (
+        f"OutputExistsError: output file '{tmp_path / 'out/log.csv'}' exists already"
+        in err
+    )
     assert "--resume CHECKPOINT" in err and "--overwrite" in err
     code, _, _ = run_tmd(capsys, "run", str(cfg), "--overwrite", "--quiet")
     assert code == 0
-    assert (tmp_path / "out/log.csv").read_text().count("\n") == 4  # header + steps 0, 5, 10
+    assert (tmp_path / "out/log.csv").read_text().count(
+        "\n"
+    ) == 4  # header + steps 0, 5, 10
 
 
 def test_missing_config(tmp_path, capsys):
@@ -94,8 +112,13 @@ def test_unknown_reporter_kind_suggests_the_closest(tmp_path, toy_registry, caps
 
 
 def test_invalid_field_values_are_all_reported(tmp_path, toy_registry, capsys):
-    cfg = write_config(tmp_path, [{"kind": "csv", "file": "l.csv", "interval": 0},
-                                  {"kind": "dcd", "interval": 10}])
+    cfg = write_config(
+        tmp_path,
+        [
+            {"kind": "csv", "file": "l.csv", "interval": 0},
+            {"kind": "dcd", "interval": 10},
+        ],
+    )
     edit(cfg, lambda d: d["integrator"].update(timestep_fs=-2.0))
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 2
@@ -106,10 +129,18 @@ def test_invalid_field_values_are_all_reported(tmp_path, toy_registry, capsys):
 
 
 def test_bad_atom_selection_names_the_reporter(tmp_path, toy_registry, capsys):
-    cfg = write_config(tmp_path, [{"kind": "dcd", "file": "t.dcd", "atoms": "resname XYZ"}])
+    cfg = write_config(
+        tmp_path, [{"kind": "dcd", "file": "t.dcd", "atoms": "resname XYZ"}]
+    )
     code, _, err = run_tmd(capsys, "run", str(cfg))
-    assert code == 2 and "reporter 'dcd' (" in err and "atoms: atom selection 'resname XYZ' matches no atom" in err
-    cfg = write_config(tmp_path, [{"kind": "xtc", "file": "t.xtc", "atoms": "name CA and"}])
+    assert (
+        code == 2
+        and "reporter 'dcd' (" in err
+        and "atoms: atom selection 'resname XYZ' matches no atom" in err
+    )
+    cfg = write_config(
+        tmp_path, [{"kind": "xtc", "file": "t.xtc", "atoms": "name CA and"}]
+    )
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 2 and "invalid atom selection 'name CA and'" in err
     cfg = write_config(tmp_path, [{"kind": "xtc", "file": "t.xtc", "atoms": [0, 99]}])
@@ -122,12 +153,17 @@ def test_cutoff_larger_than_half_the_box(tmp_path, toy_registry, capsys):
     edit(cfg, lambda d: d["potentials"][1].update(cutoff=6.0))
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 2
-    assert "potentials[1] (kind='toy.pairs').cutoff: 6.0 Å is more than half the smallest box width (5.000 Å)" in err
+    assert (
+        "potentials[1] (kind='toy.pairs').cutoff: 6.0 Å is more than half the smallest box width (5.000 Å)"
+        in err
+    )
 
 
 def test_output_in_a_folder_that_cannot_exist(tmp_path, toy_registry, capsys):
     (tmp_path / "afile").write_text("")
-    cfg = write_config(tmp_path, [{"kind": "csv", "file": "afile/log.csv", "interval": 1}], steps=2)
+    cfg = write_config(
+        tmp_path, [{"kind": "csv", "file": "afile/log.csv", "interval": 1}], steps=2
+    )
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 1 and "tmd: cannot access" in err and "afile" in err
 
@@ -145,10 +181,16 @@ def test_resume_from_a_missing_or_foreign_checkpoint(tmp_path, toy_registry, cap
     assert code == 2 and f"checkpoint '{tmp_path / 'x.chk'}' does not exist" in err
     (tmp_path / "x.chk").write_text("not a checkpoint")
     code, _, err = run_tmd(capsys, "run", str(cfg), "--resume", str(tmp_path / "x.chk"))
-    assert code == 2 and "cannot be read" in err and "truncated or not a torchmd-core checkpoint" in err
+    assert (
+        code == 2
+        and "cannot be read" in err
+        and "truncated or not a torchmd-core checkpoint" in err
+    )
 
 
-def test_internal_errors_are_reported_without_traceback_unless_debugging(tmp_path, capsys, monkeypatch):
+def test_internal_errors_are_reported_without_traceback_unless_debugging(
+    tmp_path, capsys, monkeypatch
+):
     import torchmd_core.runner
 
     def broken(*args, **kwargs):
@@ -156,7 +198,11 @@ def test_internal_errors_are_reported_without_traceback_unless_debugging(tmp_pat
 
     monkeypatch.setattr(torchmd_core.runner, "run_config", broken)
     code, _, err = run_tmd(capsys, "run", "x.yaml")
-    assert code == 1 and "tmd: internal error: ZeroDivisionError: oops" in err and "TORCHMD_CORE_DEBUG=1" in err
+    assert (
+        code == 1
+        and "tmd: internal error: ZeroDivisionError: oops" in err
+        and "TORCHMD_CORE_DEBUG=1" in err
+    )
     monkeypatch.setenv("TORCHMD_CORE_DEBUG", "1")
     assert main(["run", "x.yaml"]) == 1
     assert "Traceback" in capsys.readouterr().err
@@ -165,7 +211,14 @@ def test_internal_errors_are_reported_without_traceback_unless_debugging(tmp_pat
 def test_tmd_console_script_exits_2_on_bad_input(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("just a string\n")
-    result = subprocess.run([sys.executable, "-m", "torchmd_core", "run", str(bad)],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-m", "torchmd_core", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 2
-    assert "the top level must be a mapping" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "the top level must be a mapping" in result.stderr
+        and "Traceback" not in result.stderr
+    )

@@ -12,13 +12,20 @@ import pytest
 import yaml
 from pydantic import Field
 
-from torchmd_core import Frame, NumericalInstabilityError, Reporter, ReporterConfig, hookimpl, isolated_registry
-from torchmd_core.checkpoint import read_checkpoint
-from torchmd_core.cli import main
-from torchmd_core.runner import ProgressBar, run_config
 from tests.core import toys
 from tests.core.test_checkpoint import read_csv_rows, same_trajectory
 from tests.plugins.reporters.conftest import write_config
+from torchmd_core import (
+    Frame,
+    NumericalInstabilityError,
+    Reporter,
+    ReporterConfig,
+    hookimpl,
+    isolated_registry,
+)
+from torchmd_core.checkpoint import read_checkpoint
+from torchmd_core.cli import main
+from torchmd_core.runner import ProgressBar, run_config
 
 
 class SignalAt(Reporter):
@@ -68,7 +75,9 @@ def torchmd_core_register_reporters(register: Any) -> None:
     register(Explode)
 
 
-plugin = types.SimpleNamespace(torchmd_core_register_reporters=torchmd_core_register_reporters)
+plugin = types.SimpleNamespace(
+    torchmd_core_register_reporters=torchmd_core_register_reporters
+)
 
 OUTPUTS = [
     {"kind": "csv", "file": "out/log.csv", "interval": 1},
@@ -95,7 +104,11 @@ def test_progress_bar_shows_steps_speed_and_time_left():
     bar(100, 100, 13.0)
     text = stream.getvalue()
     assert "\r[#         ] 10/100 steps  10.0%" in text and "--:--:-- left" in text
-    assert "50/100 steps  50.0%" in text and "12.50 ns/day" in text and "00:00:00 left" in text
+    assert (
+        "50/100 steps  50.0%" in text
+        and "12.50 ns/day" in text
+        and "00:00:00 left" in text
+    )
     assert text.endswith(" left \n")
 
 
@@ -124,12 +137,24 @@ def test_tmd_run_quiet_prints_nothing(tmp_path, registry, capsys):
     assert captured.out == "" and captured.err == ""
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
-def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, registry, capsys, signum, code):
+@pytest.mark.parametrize(
+    "signum, code",
+    [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_interrupt_writes_a_checkpoint_and_resume_is_exact(
+    tmp_path, registry, capsys, signum, code
+):
     reference = tmp_path / "reference"
     reference.mkdir()
-    assert main(["run", str(write_config(reference, OUTPUTS, steps=30)), "--quiet"]) == 0
-    cfg = write_config(tmp_path, [*OUTPUTS, {"kind": "test.signal", "steps": [12], "signal": int(signum)}], steps=30)
+    assert (
+        main(["run", str(write_config(reference, OUTPUTS, steps=30)), "--quiet"]) == 0
+    )
+    cfg = write_config(
+        tmp_path,
+        [*OUTPUTS, {"kind": "test.signal", "steps": [12], "signal": int(signum)}],
+        steps=30,
+    )
     assert main(["run", str(cfg)]) == code
     err = capsys.readouterr().err
     target = tmp_path / "run.interrupted.chk"
@@ -137,12 +162,16 @@ def test_interrupt_writes_a_checkpoint_and_resume_is_exact(tmp_path, registry, c
     assert f"Continue with: tmd run {cfg} --resume {target}" in err
     assert "Traceback" not in err
     assert read_checkpoint(target)["state"]["step"] == 12
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )  # handlers restored
     data = yaml.safe_load(cfg.read_text())
     data["reporters"] = OUTPUTS
     cfg.write_text(yaml.safe_dump(data))
     assert main(["run", str(cfg), "--resume", str(target), "--quiet"]) == 0
-    assert read_csv_rows(tmp_path / "out/log.csv") == read_csv_rows(reference / "out/log.csv")
+    assert read_csv_rows(tmp_path / "out/log.csv") == read_csv_rows(
+        reference / "out/log.csv"
+    )
     same_trajectory(tmp_path / "out/traj.dcd", reference / "out/traj.dcd")
 
 
@@ -158,8 +187,11 @@ def test_interrupt_saves_to_the_checkpoint_reporters_file(tmp_path, registry, ca
 def test_second_ctrl_c_stops_at_once(tmp_path, registry, capsys):
     # The first signal asks for a stop after step 5; the at_end reporters then report
     # step 5 again, and that raises the second signal inside the final report.
-    cfg = write_config(tmp_path, [{"kind": "test.signal", "steps": [5]},
-                                  {"kind": "pdb", "file": "final.pdb"}], steps=50)
+    cfg = write_config(
+        tmp_path,
+        [{"kind": "test.signal", "steps": [5]}, {"kind": "pdb", "file": "final.pdb"}],
+        steps=50,
+    )
     data = yaml.safe_load(cfg.read_text())
     data["reporters"][0]["interval"] = 5
     cfg.write_text(yaml.safe_dump(data))
@@ -181,14 +213,23 @@ def test_second_ctrl_c_stops_at_once(tmp_path, registry, capsys):
     assert "tmd: interrupted" in err and "Traceback" not in err
 
 
-def test_blow_up_exits_1_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, registry, capsys):
+def test_blow_up_exits_1_naming_the_step_and_keeps_the_last_checkpoint(
+    tmp_path, registry, capsys
+):
     chk = {"kind": "checkpoint", "file": "out/run.chk", "interval": 5}
-    cfg = write_config(tmp_path, [*OUTPUTS, chk, {"kind": "test.explode", "step": 13}], steps=40)
+    cfg = write_config(
+        tmp_path, [*OUTPUTS, chk, {"kind": "test.explode", "step": 13}], steps=40
+    )
     assert main(["run", str(cfg)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("NumericalInstabilityError: forces became non-finite at step 13")
+    assert err.startswith(
+        "NumericalInstabilityError: forces became non-finite at step 13"
+    )
     assert "replica 0: 1 atom(s) affected: 5 (H5 MOL1)" in err
-    assert f"The last good checkpoint, '{tmp_path / 'out/run.chk'}' (step 10), is intact." in err
+    assert (
+        f"The last good checkpoint, '{tmp_path / 'out/run.chk'}' (step 10), is intact."
+        in err
+    )
     assert "Traceback" not in err
     assert read_checkpoint(tmp_path / "out/run.chk")["state"]["step"] == 10
     rows = read_csv_rows(tmp_path / "out/log.csv")
@@ -209,7 +250,10 @@ def test_resume_past_the_configs_steps_is_refused(tmp_path, registry, capsys):
     data["steps"] = 8
     cfg.write_text(yaml.safe_dump(data))
     assert main(["run", str(cfg), "--resume", str(tmp_path / "run.chk")]) == 2
-    assert "the checkpoint is at step 10, beyond the config's steps (8)" in capsys.readouterr().err
+    assert (
+        "the checkpoint is at step 10, beyond the config's steps (8)"
+        in capsys.readouterr().err
+    )
 
 
 def test_resume_to_the_same_steps_does_nothing_and_succeeds(tmp_path, registry, capsys):
@@ -217,5 +261,7 @@ def test_resume_to_the_same_steps_does_nothing_and_succeeds(tmp_path, registry, 
     cfg = write_config(tmp_path, [*OUTPUTS, chk], steps=10)
     assert main(["run", str(cfg), "--quiet"]) == 0
     before = (tmp_path / "out/log.csv").read_text()
-    assert main(["run", str(cfg), "--resume", str(tmp_path / "run.chk"), "--quiet"]) == 0
+    assert (
+        main(["run", str(cfg), "--resume", str(tmp_path / "run.chk"), "--quiet"]) == 0
+    )
     assert (tmp_path / "out/log.csv").read_text() == before

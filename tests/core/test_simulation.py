@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import torch
 
+from tests.core import toys
+from tests.plugins.reporters.conftest import write_config
 from torchmd_core import (
     Frame,
     NumericalInstabilityError,
@@ -22,16 +23,23 @@ from torchmd_core import (
 from torchmd_core.checkpoint import read_checkpoint
 from torchmd_core.simulation import check_finite
 from torchmd_core.testing import random_state, toy_system
-from tests.core import toys
-from tests.plugins.reporters.conftest import write_config
 
 
 class Recorder(Reporter):
     """Appends (name, step) to a shared list."""
 
-    def __init__(self, name: str, interval: int, log: list[tuple[str, int]], runs_last: bool = False,
-                 at_end: bool = False) -> None:
-        super().__init__(ReporterConfig(kind="test.recorder", interval=max(interval, 1)), toy_system(4))
+    def __init__(
+        self,
+        name: str,
+        interval: int,
+        log: list[tuple[str, int]],
+        runs_last: bool = False,
+        at_end: bool = False,
+    ) -> None:
+        super().__init__(
+            ReporterConfig(kind="test.recorder", interval=max(interval, 1)),
+            toy_system(4),
+        )
         self.name, self.log, self._interval = name, log, interval
         self.runs_last = runs_last  # type: ignore[misc]
         self.at_end = at_end  # type: ignore[misc]
@@ -44,13 +52,19 @@ class Recorder(Reporter):
         self.log.append((self.name, frame.step))
 
 
-def toy_simulation(reporters=(), n_replicas: int = 1, noise: float = 0.05) -> Simulation:
+def toy_simulation(
+    reporters=(), n_replicas: int = 1, noise: float = 0.05
+) -> Simulation:
     system = toy_system(12)
-    potential = [toys.HarmonicBonds(toys.HarmonicBonds.Config(), system),
-                 toys.SoftPairs(toys.SoftPairs.Config(cutoff=3.0), system)]
+    potential = [
+        toys.HarmonicBonds(toys.HarmonicBonds.Config(), system),
+        toys.SoftPairs(toys.SoftPairs.Config(cutoff=3.0), system),
+    ]
     integrator = toys.ToyVerlet(toys.ToyVerlet.Config(noise=noise), system)
     state = random_state(system, n_replicas, box=14.0)
-    return Simulation(system, potential, integrator, list(reporters), state=state, seed=1)
+    return Simulation(
+        system, potential, integrator, list(reporters), state=state, seed=1
+    )
 
 
 def test_reports_at_start_and_every_interval_checkpoint_writers_last():
@@ -58,15 +72,34 @@ def test_reports_at_start_and_every_interval_checkpoint_writers_last():
     chk = Recorder("chk", 4, log, runs_last=True)
     sim = toy_simulation([chk, Recorder("a", 2, log), Recorder("b", 4, log)])
     sim.run(8)
-    assert log == [("a", 0), ("b", 0), ("chk", 0), ("a", 2), ("a", 4), ("b", 4), ("chk", 4),
-                   ("a", 6), ("a", 8), ("b", 8), ("chk", 8)]
+    assert log == [
+        ("a", 0),
+        ("b", 0),
+        ("chk", 0),
+        ("a", 2),
+        ("a", 4),
+        ("b", 4),
+        ("chk", 4),
+        ("a", 6),
+        ("a", 8),
+        ("b", 8),
+        ("chk", 8),
+    ]
 
 
 def test_at_end_reporters_get_the_final_frame_once():
     log: list[tuple[str, int]] = []
-    sim = toy_simulation([Recorder("end", 0, log, at_end=True), Recorder("every3", 3, log, at_end=True)])
+    sim = toy_simulation(
+        [Recorder("end", 0, log, at_end=True), Recorder("every3", 3, log, at_end=True)]
+    )
     sim.run(7)
-    assert log == [("every3", 0), ("every3", 3), ("every3", 6), ("end", 7), ("every3", 7)]
+    assert log == [
+        ("every3", 0),
+        ("every3", 3),
+        ("every3", 6),
+        ("end", 7),
+        ("every3", 7),
+    ]
     log.clear()
     sim.run(2)  # continues: step 7 is not reported again
     assert log == [("end", 9), ("every3", 9)]
@@ -110,8 +143,13 @@ def test_request_stop_ends_after_a_complete_step():
             if frame.step == 5:
                 sim.request_stop()
 
-    sim = toy_simulation([StopAt("stop", 1, log), Recorder("end", 0, log, at_end=True),
-                          Recorder("chk", 100, log, runs_last=True, at_end=True)])
+    sim = toy_simulation(
+        [
+            StopAt("stop", 1, log),
+            Recorder("end", 0, log, at_end=True),
+            Recorder("chk", 100, log, runs_last=True, at_end=True),
+        ]
+    )
     state = sim.run(20)
     assert state.step == 5
     assert log[-3:] == [("stop", 5), ("end", 5), ("chk", 5)]
@@ -160,7 +198,10 @@ def test_check_finite_names_positions_of_each_replica():
     text = str(info.value)
     assert "positions became non-finite at step 0" in text
     assert "replica 0: 1 atom(s) affected: 2 (C2 MOL1)" in text
-    assert "replica 2: 7 atom(s) affected: 3 (H3 MOL1), 4 (C4 MOL1)" in text and "and 2 more" in text
+    assert (
+        "replica 2: 7 atom(s) affected: 3 (H3 MOL1), 4 (C4 MOL1)" in text
+        and "and 2 more" in text
+    )
     check_finite(state, system)  # finite: no error
 
 
@@ -169,7 +210,9 @@ def test_reporters_are_flushed_and_closed_when_the_run_fails():
 
     class Tracking(Reporter):
         def __init__(self) -> None:
-            super().__init__(ReporterConfig(kind="test.tracking", interval=1), toy_system(4))
+            super().__init__(
+                ReporterConfig(kind="test.tracking", interval=1), toy_system(4)
+            )
 
         def report(self, frame: Frame) -> None:
             events.append(f"report {frame.step}")
@@ -192,11 +235,20 @@ def test_reporters_are_flushed_and_closed_when_the_run_fails():
 
 
 def test_run_refuses_existing_outputs_and_touches_nothing(tmp_path, toy_registry):
-    cfg = write_config(tmp_path, [{"kind": "csv", "file": "log.csv", "interval": 1},
-                                  {"kind": "dcd", "file": "t.dcd", "interval": 1}], steps=3)
+    cfg = write_config(
+        tmp_path,
+        [
+            {"kind": "csv", "file": "log.csv", "interval": 1},
+            {"kind": "dcd", "file": "t.dcd", "interval": 1},
+        ],
+        steps=3,
+    )
     (tmp_path / "t.dcd").write_text("someone else's file")
     sim = Simulation.from_config(load_config(cfg))
-    with pytest.raises(OutputExistsError, match=r"'.*t\.dcd' exists already; continue the run with --resume"):
+    with pytest.raises(
+        OutputExistsError,
+        match=r"'.*t\.dcd' exists already; continue the run with --resume",
+    ):
         sim.run(3)
     assert (tmp_path / "t.dcd").read_text() == "someone else's file"
     assert not (tmp_path / "log.csv").exists()  # nothing was started either
@@ -204,16 +256,26 @@ def test_run_refuses_existing_outputs_and_touches_nothing(tmp_path, toy_registry
     assert (tmp_path / "t.dcd").stat().st_size > 100
 
 
-def test_resume_refuses_files_the_checkpointed_run_did_not_write(tmp_path, toy_registry):
+def test_resume_refuses_files_the_checkpointed_run_did_not_write(
+    tmp_path, toy_registry
+):
     from torchmd_core import load_checkpoint, save_checkpoint
 
-    cfg = write_config(tmp_path, [{"kind": "csv", "file": "log.csv", "interval": 1}], steps=3)
+    cfg = write_config(
+        tmp_path, [{"kind": "csv", "file": "log.csv", "interval": 1}], steps=3
+    )
     sim = Simulation.from_config(load_config(cfg))
     sim.run(3)
     save_checkpoint(sim, tmp_path / "c.chk")
     (tmp_path / "new.csv").write_text("precious")
-    cfg2 = write_config(tmp_path, [{"kind": "csv", "file": "log.csv", "interval": 1},
-                                   {"kind": "csv", "file": "new.csv", "interval": 1}], steps=6)
+    cfg2 = write_config(
+        tmp_path,
+        [
+            {"kind": "csv", "file": "log.csv", "interval": 1},
+            {"kind": "csv", "file": "new.csv", "interval": 1},
+        ],
+        steps=6,
+    )
     resumed = Simulation.from_config(load_config(cfg2))
     load_checkpoint(resumed, tmp_path / "c.chk")
     with pytest.raises(OutputExistsError, match="did not write it"):
@@ -237,7 +299,9 @@ def test_hand_made_reporter_without_files_needs_no_checks(tmp_path):
 
 
 def test_final_checkpoint_records_the_final_step_as_reported(tmp_path, toy_registry):
-    cfg = write_config(tmp_path, [{"kind": "checkpoint", "file": "c.chk", "interval": 4}], steps=6)
+    cfg = write_config(
+        tmp_path, [{"kind": "checkpoint", "file": "c.chk", "interval": 4}], steps=6
+    )
     sim = Simulation.from_config(load_config(cfg))
     sim.run(6)
     payload = read_checkpoint(tmp_path / "c.chk")

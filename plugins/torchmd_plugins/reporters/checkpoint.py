@@ -35,8 +35,10 @@ class CheckpointReporter(Reporter):
 
     class Config(ReporterConfig):
         kind: Literal["checkpoint"] = "checkpoint"
-        file: Path = Field(description="Checkpoint file (relative to the config file); "
-                           "replaced atomically at each write.")
+        file: Path = Field(
+            description="Checkpoint file (relative to the config file); "
+            "replaced atomically at each write."
+        )
         interval: int = Field(10000, gt=0, description="Steps between checkpoints.")
 
     def __init__(self, config: Config, system: System) -> None:
@@ -54,7 +56,9 @@ class CheckpointReporter(Reporter):
 
     def open(self, run: RunInfo) -> None:
         if run.simulation is None:
-            raise ValueError("the checkpoint reporter needs RunInfo.simulation (run it from a Simulation)")
+            raise ValueError(
+                "the checkpoint reporter needs RunInfo.simulation (run it from a Simulation)"
+            )
         self._simulation = run.simulation
         self._start = run.start_step
 

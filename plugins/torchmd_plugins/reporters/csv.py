@@ -12,7 +12,6 @@ import torch
 from pydantic import Field
 
 from torchmd_core import CheckpointError, Frame, ReporterConfig, RunInfo, System
-
 from torchmd_plugins.reporters.files import FileReporter, fsync_file
 
 __all__ = ["CSVReporter"]
@@ -32,16 +31,19 @@ class CSVReporter(FileReporter):
 
     class Config(ReporterConfig):
         kind: Literal["csv"] = "csv"
-        file: Path = Field(description="CSV file to write (relative to the config file).")
+        file: Path = Field(
+            description="CSV file to write (relative to the config file)."
+        )
         interval: int = Field(1000, gt=0, description="Steps between rows.")
         energy_terms: bool = Field(
-            True, description="Add one column per energy term (costs one extra energy "
-            "evaluation per row)."
+            True,
+            description="Add one column per energy term (costs one extra energy "
+            "evaluation per row).",
         )
 
     def __init__(self, config: Config, system: System) -> None:
         super().__init__(config, system)
-        self.config = config
+        self.config: CSVReporter.Config = config
         if not config.energy_terms:
             self.needs = frozenset()  # type: ignore[misc]  # per instance: no extra evaluation
         self.columns: list[str] = []
@@ -55,7 +57,12 @@ class CSVReporter(FileReporter):
         cols = ["step", "time_ps"]
         if run.n_replicas > 1:
             cols.append("replica")
-        cols += ["potential_kcal_mol", "kinetic_kcal_mol", "total_kcal_mol", "temperature_K"]
+        cols += [
+            "potential_kcal_mol",
+            "kinetic_kcal_mol",
+            "total_kcal_mol",
+            "temperature_K",
+        ]
         if run.periodic:
             cols += ["volume_A3", "density_g_cm3"]
         if self.config.energy_terms:
@@ -90,8 +97,12 @@ class CSVReporter(FileReporter):
         self.last_step = frame.step
 
     def _rows(self, frame: Frame) -> list[list[str]]:
-        values = [frame.potential_energy, frame.kinetic_energy,
-                  frame.potential_energy + frame.kinetic_energy, frame.temperature_K]
+        values = [
+            frame.potential_energy,
+            frame.kinetic_energy,
+            frame.potential_energy + frame.kinetic_energy,
+            frame.temperature_K,
+        ]
         fmt = ["{:.6f}", "{:.6f}", "{:.6f}", "{:.4f}"]
         if frame.volume_A3 is not None and frame.density_g_cm3 is not None:
             values += [frame.volume_A3, frame.density_g_cm3]
@@ -106,7 +117,9 @@ class CSVReporter(FileReporter):
             head = [str(frame.step), f"{frame.time_ps:.6f}"]
             if table.shape[0] > 1:
                 head.append(str(r))
-            rows.append(head + [f.format(v) for f, v in zip(fmt, line, strict=True)] + [speed])
+            rows.append(
+                head + [f.format(v) for f, v in zip(fmt, line, strict=True)] + [speed]
+            )
         return rows
 
     def flush(self) -> None:

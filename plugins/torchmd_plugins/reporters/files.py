@@ -38,7 +38,10 @@ def replica_paths(path: Path, n_replicas: int) -> list[Path]:
     if n_replicas == 1:
         return [path]
     width = len(str(n_replicas - 1))
-    return [path.with_name(f"{path.stem}_r{r:0{width}d}{path.suffix}") for r in range(n_replicas)]
+    return [
+        path.with_name(f"{path.stem}_r{r:0{width}d}{path.suffix}")
+        for r in range(n_replicas)
+    ]
 
 
 def fsync_file(path: Path) -> None:
@@ -65,7 +68,7 @@ class FileReporter(Reporter):
 
     def __init__(self, config: ReporterConfig, system: System) -> None:
         super().__init__(config, system)
-        self.file = Path(getattr(config, "file"))
+        self.file = Path(getattr(config, "file"))  # noqa: B009 - subclasses declare it
         self.paths: list[Path] = [self.file]
         #: What this reporter wrote, by file name (None: nothing yet, not even restored).
         self.records: Record | None = None
@@ -130,7 +133,7 @@ class FileReporter(Reporter):
         if path.stat().st_size > size:
             os.truncate(path, size)
 
-    def start_file(self, path: Path, run: RunInfo) -> None:  # noqa: B027 - optional hook
+    def start_file(self, path: Path, run: RunInfo) -> None:
         """Prepare a new file (created at its first frame by default)."""
 
     @abstractmethod
@@ -162,5 +165,5 @@ class FileReporter(Reporter):
         self.records = self.state_dict()["files"]
         self.close_files()
 
-    def close_files(self) -> None:  # noqa: B027 - optional hook
+    def close_files(self) -> None:
         """Release the writers (after the final flush)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from torchmd_core import hookimpl
-
 from torchmd_plugins.reporters.checkpoint import CheckpointReporter
 from torchmd_plugins.reporters.csv import CSVReporter
 from torchmd_plugins.reporters.trajectory import DCDReporter, PDBReporter, XTCReporter

@@ -22,8 +22,14 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from torchmd_core import CheckpointError, Frame, ReporterConfig, RunInfo, System, TopologyError
-
+from torchmd_core import (
+    CheckpointError,
+    Frame,
+    ReporterConfig,
+    RunInfo,
+    System,
+    TopologyError,
+)
 from torchmd_plugins.reporters.files import FileReporter, fsync_file
 
 __all__ = ["DCDReporter", "PDBReporter", "TrajectoryReporter", "XTCReporter"]
@@ -35,12 +41,15 @@ SEGMENT_FRAMES = 200
 class TrajectoryConfig(ReporterConfig):
     """Fields shared by the trajectory reporters."""
 
-    file: Path = Field(description="Trajectory file (relative to the config file); with "
-                       "n_replicas > 1 one file per replica, NAME_r0.EXT, NAME_r1.EXT, ...")
+    file: Path = Field(
+        description="Trajectory file (relative to the config file); with "
+        "n_replicas > 1 one file per replica, NAME_r0.EXT, NAME_r1.EXT, ..."
+    )
     interval: int = Field(1000, gt=0, description="Steps between frames.")
     atoms: tuple[int, ...] | str | None = Field(
-        None, description="Atoms to write: a list of 0-based indices or an mdtraj selection "
-        "string ('protein', 'not water', 'resname ALA and name CA'); default all atoms."
+        None,
+        description="Atoms to write: a list of 0-based indices or an mdtraj selection "
+        "string ('protein', 'not water', 'resname ALA and name CA'); default all atoms.",
     )
 
 
@@ -52,7 +61,9 @@ def select_atoms(system: System, config: Any, kind: str) -> np.ndarray | None:
         return system.select(config.atoms).numpy()
     except TopologyError as err:
         text = str(err).split(": ", 1)[-1]
-        raise TopologyError(f"reporter '{kind}' ({config.file}): atoms: {text}") from None
+        raise TopologyError(
+            f"reporter '{kind}' ({config.file}): atoms: {text}"
+        ) from None
 
 
 def lengths_angles(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +92,14 @@ class TrajectoryFile(ABC):
         """An mdtraj writer on a new file ``path``."""
 
     @abstractmethod
-    def write_frame(self, writer: Any, xyz: np.ndarray, box: np.ndarray | None, step: int, time_ps: float) -> None:
+    def write_frame(
+        self,
+        writer: Any,
+        xyz: np.ndarray,
+        box: np.ndarray | None,
+        step: int,
+        time_ps: float,
+    ) -> None:
         """Append one frame: ``xyz`` (n, 3) Å float32, ``box`` (3, 3) Å or None."""
 
     @abstractmethod
@@ -96,16 +114,22 @@ class TrajectoryFile(ABC):
 
     # -- lifecycle -------------------------------------------------------------------------
     def continue_from(self, frames: int, size: int) -> None:
-        if self.segment.exists():  # left by a run that crashed: its frames are not counted
+        if (
+            self.segment.exists()
+        ):  # left by a run that crashed: its frames are not counted
             self.segment.unlink()
         if self.path.stat().st_size > size:
             os.truncate(self.path, size)
         self.check(frames, size)
         self.continued = True
 
-    def write(self, xyz: np.ndarray, box: np.ndarray | None, step: int, time_ps: float) -> None:
+    def write(
+        self, xyz: np.ndarray, box: np.ndarray | None, step: int, time_ps: float
+    ) -> None:
         if self._writer is None:
-            self._writer = self.open_writer(self.segment if self.continued else self.path)
+            self._writer = self.open_writer(
+                self.segment if self.continued else self.path
+            )
         self.write_frame(self._writer, xyz, box, step, time_ps)
         self._pending += 1
         if self.continued and self._pending >= SEGMENT_FRAMES:
@@ -143,7 +167,11 @@ def dcd_layout(path: Path) -> dict[str, int]:
     ``istart``, ``nsavc``."""
     with path.open("rb") as fh:
         head = fh.read(112)
-        if len(head) < 104 or struct.unpack_from("=i", head, 0)[0] != 84 or head[4:8] != b"CORD":
+        if (
+            len(head) < 104
+            or struct.unpack_from("=i", head, 0)[0] != 84
+            or head[4:8] != b"CORD"
+        ):
             raise CheckpointError(f"'{path}' is not a DCD file this reporter wrote")
         title_bytes = struct.unpack_from("=i", head, 92)[0]
         fh.seek(92 + 4 + title_bytes + 4)
@@ -178,7 +206,14 @@ class DCDFile(TrajectoryFile):
 
         return DCDTrajectoryFile(str(path), "w", force_overwrite=False)
 
-    def write_frame(self, writer: Any, xyz: np.ndarray, box: np.ndarray | None, step: int, time_ps: float) -> None:
+    def write_frame(
+        self,
+        writer: Any,
+        xyz: np.ndarray,
+        box: np.ndarray | None,
+        step: int,
+        time_ps: float,
+    ) -> None:
         if box is None:
             writer.write(xyz[None])
         else:
@@ -187,7 +222,10 @@ class DCDFile(TrajectoryFile):
 
     def check(self, frames: int, size: int) -> None:
         layout = dcd_layout(self.path)
-        if layout["atoms"] != self.n_atoms or layout["header"] + frames * layout["frame"] != size:
+        if (
+            layout["atoms"] != self.n_atoms
+            or layout["header"] + frames * layout["frame"] != size
+        ):
             raise CheckpointError(
                 f"'{self.path}' does not hold the {frames} frames of {self.n_atoms} atoms "
                 "the checkpoint recorded; it was changed since, so it is left alone. "
@@ -200,7 +238,9 @@ class DCDFile(TrajectoryFile):
         with self.segment.open("rb") as src, self.path.open("ab") as dst:
             src.seek(seg["header"])
             dst.write(src.read())
-        total = (self.path.stat().st_size - dcd_layout(self.path)["header"]) // seg["frame"]
+        total = (self.path.stat().st_size - dcd_layout(self.path)["header"]) // seg[
+            "frame"
+        ]
         set_dcd_frames(self.path, total)
 
 
@@ -213,10 +253,21 @@ class XTCFile(TrajectoryFile):
 
         return XTCTrajectoryFile(str(path), "w", force_overwrite=False)
 
-    def write_frame(self, writer: Any, xyz: np.ndarray, box: np.ndarray | None, step: int, time_ps: float) -> None:
+    def write_frame(
+        self,
+        writer: Any,
+        xyz: np.ndarray,
+        box: np.ndarray | None,
+        step: int,
+        time_ps: float,
+    ) -> None:
         nm_box = None if box is None else (box[None] * 0.1).astype(np.float32)
-        writer.write(xyz[None] * np.float32(0.1), time=np.array([time_ps], dtype=np.float32),
-                     step=np.array([step], dtype=np.int32), box=nm_box)
+        writer.write(
+            xyz[None] * np.float32(0.1),
+            time=np.array([time_ps], dtype=np.float32),
+            step=np.array([step], dtype=np.int32),
+            box=nm_box,
+        )
 
     def check(self, frames: int, size: int) -> None:
         from mdtraj.formats import XTCTrajectoryFile
@@ -225,7 +276,9 @@ class XTCFile(TrajectoryFile):
         try:
             with XTCTrajectoryFile(str(self.path)) as fh:
                 count = len(fh.offsets) if size else 0
-                xyz = fh.read(n_frames=1)[0] if count else np.zeros((0, self.n_atoms, 3))
+                xyz = (
+                    fh.read(n_frames=1)[0] if count else np.zeros((0, self.n_atoms, 3))
+                )
         except Exception as err:  # mdtraj raises assorted errors on damaged files
             problem = f"it cannot be read ({type(err).__name__})"
         else:
@@ -313,20 +366,25 @@ class PDBReporter(FileReporter):
 
     class Config(ReporterConfig):
         kind: Literal["pdb"] = "pdb"
-        file: Path = Field(description="PDB file (relative to the config file); with "
-                           "n_replicas > 1 one file per replica, NAME_r0.pdb, ...")
+        file: Path = Field(
+            description="PDB file (relative to the config file); with "
+            "n_replicas > 1 one file per replica, NAME_r0.pdb, ..."
+        )
         interval: int | None = Field(  # type: ignore[assignment]
-            None, gt=0, description="Also write every this many steps (default: only the "
-            "final structure of each run)."
+            None,
+            gt=0,
+            description="Also write every this many steps (default: only the "
+            "final structure of each run).",
         )
         atoms: tuple[int, ...] | str | None = Field(
-            None, description="Atoms to write: 0-based indices or an mdtraj selection "
-            "string; default all atoms."
+            None,
+            description="Atoms to write: 0-based indices or an mdtraj selection "
+            "string; default all atoms.",
         )
 
     def __init__(self, config: Config, system: System) -> None:
         super().__init__(config, system)
-        self.config = config
+        self.config: PDBReporter.Config = config
         self.atoms = select_atoms(system, config, "pdb")
 
     @property
@@ -355,8 +413,12 @@ class PDBReporter(FileReporter):
             tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             try:
                 with PDBTrajectoryFile(str(tmp), "w") as fh:
-                    fh.write(xyz[r], topology, unitcell_lengths=None if cell is None else tuple(cell[0][r]),
-                             unitcell_angles=None if cell is None else tuple(cell[1][r]))
+                    fh.write(
+                        xyz[r],
+                        topology,
+                        unitcell_lengths=None if cell is None else tuple(cell[0][r]),
+                        unitcell_angles=None if cell is None else tuple(cell[1][r]),
+                    )
                 fsync_file(tmp)
                 os.replace(tmp, path)
             finally:

@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from torchmd_core import CheckpointError, Simulation, load_checkpoint, load_config, save_checkpoint
 from torchmd_plugins.reporters.trajectory import dcd_layout
+
+from torchmd_core import (
+    CheckpointError,
+    Simulation,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+)
 
 OUTPUTS = [
     {"kind": "csv", "file": "log.csv", "interval": 2},
@@ -37,7 +43,10 @@ def resume(cfg: Path, chk: Path) -> Simulation:
 def test_resume_drops_frames_written_after_the_checkpoint(tmp_path, toy_config):
     cfg, chk = checkpointed(tmp_path, toy_config)
     resume(cfg, chk)
-    steps = [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]]
+    steps = [
+        line.split(",")[0]
+        for line in (tmp_path / "log.csv").read_text().splitlines()[1:]
+    ]
     assert steps == ["0", "2", "4", "6", "8"]
     assert dcd_layout(tmp_path / "t.dcd")["frames"] == 5
 
@@ -59,7 +68,10 @@ def test_a_replaced_csv_is_left_alone(tmp_path, toy_config):
     path.write_text("a,b,c\n" + "1,2,3\n" * 200)
     with pytest.raises(CheckpointError, match="does not start with the columns"):
         resume(cfg, chk)
-    assert path.read_text().startswith("a,b,c\n1,2,3\n") and path.read_text().count("\n") == 201
+    assert (
+        path.read_text().startswith("a,b,c\n1,2,3\n")
+        and path.read_text().count("\n") == 201
+    )
 
 
 def test_a_dcd_of_other_atoms_is_left_alone(tmp_path, toy_config):
@@ -76,7 +88,9 @@ def test_a_dcd_of_other_atoms_is_left_alone(tmp_path, toy_config):
 def test_a_missing_file_is_an_error_unless_overwrite(tmp_path, toy_config):
     cfg, chk = checkpointed(tmp_path, toy_config)
     (tmp_path / "t.xtc").unlink()
-    with pytest.raises(CheckpointError, match="was written by the run being continued but is missing"):
+    with pytest.raises(
+        CheckpointError, match="was written by the run being continued but is missing"
+    ):
         resume(cfg, chk)
 
 
@@ -88,7 +102,9 @@ def test_stale_segment_of_a_crashed_run_is_discarded(tmp_path, toy_config):
     assert dcd_layout(tmp_path / "t.dcd")["frames"] == 5
 
 
-def test_long_continued_runs_splice_segments_as_they_go(tmp_path, toy_config, monkeypatch):
+def test_long_continued_runs_splice_segments_as_they_go(
+    tmp_path, toy_config, monkeypatch
+):
     import torchmd_plugins.reporters.trajectory as module
 
     monkeypatch.setattr(module, "SEGMENT_FRAMES", 3)
