@@ -272,7 +272,8 @@ def _parse_component(
     if isinstance(item, ComponentConfig):
         return item
     if not isinstance(item, Mapping):
-        problems.append((loc, f"must be a mapping with a 'kind', got {item!r}"))
+        hint = f" (write {{kind: {item}}}, with its fields)" if isinstance(item, str) else ""
+        problems.append((loc, f"must be a mapping with a 'kind', got {item!r}{hint}"))
         return None
     kind = item.get("kind")
     if kind is None:

@@ -222,3 +222,14 @@ def test_tmd_console_script_exits_2_on_bad_input(tmp_path):
         "the top level must be a mapping" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_component_given_as_a_bare_name_gets_a_hint(tmp_path, toy_registry, capsys):
+    cfg = write_config(tmp_path, [])
+    edit(cfg, lambda d: d.update(integrator="toy.verlet"))
+    code, _, err = run_tmd(capsys, "run", str(cfg))
+    assert code == 2
+    assert (
+        "integrator: must be a mapping with a 'kind', got 'toy.verlet' (write {kind: toy.verlet}"
+        in err
+    )

@@ -122,3 +122,26 @@ def test_long_continued_runs_splice_segments_as_they_go(
     sim.run(10)  # continued: frames 3..12 go through segments of 3
     assert seen == [6, 9, 12, 13]
     assert dcd_layout(tmp_path / "t.dcd")["frames"] == 13
+
+
+def test_two_reporters_writing_one_file_are_refused(tmp_path, toy_registry, capsys):
+    from torchmd_core.cli import main
+
+    from tests.plugins.reporters.conftest import write_config
+
+    cfg = write_config(
+        tmp_path,
+        [
+            {"kind": "csv", "file": "out/a.txt"},
+            {"kind": "pdb", "file": "x.pdb"},
+            {"kind": "dcd", "file": "./out/../out/a.txt"},
+        ],
+    )
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "reporters[2] (kind='dcd').file:" in err
+    assert (
+        "is also written by reporters[0] (kind='csv'); give each reporter its own file"
+        in err
+    )
+    assert not (tmp_path / "out").exists()
