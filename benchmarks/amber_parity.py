@@ -22,6 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from torchmd_plugins.amber.bonded import TERM_NAMES, AmberBonded  # noqa: E402
+
 from tests.conftest import DATA, REFERENCE, SHARED  # noqa: E402
 from tests.plugins.test_openmm_parity import (  # noqa: E402
     load_npz,
@@ -30,7 +32,6 @@ from tests.plugins.test_openmm_parity import (  # noqa: E402
     reference_state,
 )
 from torchmd_core import PotentialSum, State, default_registry  # noqa: E402
-from torchmd_plugins.amber.bonded import TERM_NAMES, AmberBonded  # noqa: E402
 
 
 def compare(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torchmd_plugins.amber.bonded import AmberBonded
 from torchmd_plugins.amber.prmtop import read_prmtop
@@ -90,16 +89,6 @@ def cached_system(name: str) -> System:
     if name not in _CACHE:
         _CACHE[name] = load_system(name)
     return _CACHE[name]
-
-
-@pytest.fixture
-def ala2_vacuum() -> System:
-    return cached_system("ala2_vacuum")
-
-
-@pytest.fixture
-def ala3() -> System:
-    return cached_system("ala3")
 
 
 def bonded(system: System, *terms: str) -> AmberBonded:
