@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from torchmd_plugins.dynamics.verlet import VelocityVerlet
 from torchmd_plugins.torchmdnet import TorchMDNetPotential
 
 from tests.plugins.torchmdnet.tiny import tiny_model
-from torchmd_core import Integrator, Potential, Simulation, State, System, units
+from torchmd_core import Potential, Simulation, State, System, units
 from torchmd_core.testing import random_state, toy_system
 
 STEPS = 15
@@ -71,25 +72,13 @@ def test_loss_gradient_through_a_verlet_loop_matches_finite_difference():
     assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-12)
 
 
-def _integrator(system: System) -> Integrator:
-    """The dynamics plugin's ``verlet`` integrator, or the core tests' toy Verlet."""
-    from torchmd_core.plugins import default_registry
-
-    registry = default_registry()
-    if "verlet" in registry.kinds("integrators"):
-        cls = registry.get("integrators", "verlet")
-        return cls(cls.Config(timestep_fs=DT_PS * 1000.0), system)  # type: ignore[call-arg, no-any-return]
-    from tests.core.toys import ToyVerlet
-
-    return ToyVerlet(ToyVerlet.Config(timestep_fs=DT_PS * 1000.0), system)
-
-
-def test_loss_gradient_through_a_differentiable_simulation_matches_finite_difference():
+def test_loss_gradient_through_verlet_in_a_simulation_matches_finite_difference():
     system = toy_system(6)
     start = random_state(system, n_replicas=2, seed=21, temperature_K=300.0)
 
     def run(pot: TorchMDNetPotential) -> State:
-        sim = Simulation(system, pot, _integrator(system), state=start)
+        verlet = VelocityVerlet(VelocityVerlet.Config(timestep_fs=DT_PS * 1000), system)
+        sim = Simulation(system, pot, verlet, state=start)
         return sim.run(STEPS, differentiable=torch.is_grad_enabled())
 
     analytic, numeric = weight_gradient_and_finite_difference(run)
