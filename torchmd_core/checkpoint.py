@@ -79,7 +79,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def fsync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (no-op where directories cannot be opened)."""
+    """Make a rename in ``folder`` durable (no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -179,7 +179,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if int(payload.get("version", 0)) > VERSION:
         raise CheckpointError(
             f"checkpoint '{path}' was written by a newer torchmd-core (format "
-            f"{payload['version']}, this one reads up to {VERSION}); upgrade torchmd-core"
+            f"{payload['version']}, this one reads up to {VERSION}); upgrade "
+            "torchmd-core"
         )
     return payload
 
@@ -221,8 +222,8 @@ def load_checkpoint(
         )
     if (s["box"] is None) != (current.box is None):
         raise CheckpointError(
-            f"checkpoint '{path}' is {'non-' if s['box'] is None else ''}periodic, this "
-            "simulation is not; resume with the config that wrote it"
+            f"checkpoint '{path}' is {'non-' if s['box'] is None else ''}periodic, "
+            "this simulation is not; resume with the config that wrote it"
         )
     state = State(
         positions=positions,
@@ -280,8 +281,8 @@ def _check_same_system(
         raise CheckpointError(
             f"checkpoint '{path}' was written for a different system "
             f"({payload['n_atoms']} atoms, signature {payload['system']}; this one has "
-            f"{simulation.system.n_atoms} atoms, signature {sig}); resume with the config "
-            "that wrote it"
+            f"{simulation.system.n_atoms} atoms, signature {sig}); resume with the "
+            "config that wrote it"
         )
     dtype = payload["state"].get("dtype")
     current = str(simulation.state.dtype).removeprefix("torch.")
@@ -360,7 +361,6 @@ def config_differences(saved: Any, current: Any, where: str = "") -> list[str]:
             out.extend(config_differences(a, b, f"{where}[{i}]"))
         return out
     if saved != current:
-        return [
-            f"{where or '(config)'}: {saved!r} in the checkpoint, {current!r} in this config"
-        ]
+        where = where or "(config)"
+        return [f"{where}: {saved!r} in the checkpoint, {current!r} in this config"]
     return []

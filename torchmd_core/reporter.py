@@ -147,7 +147,7 @@ class Reporter(Component, ABC):
         return int(getattr(self.config, "interval"))  # noqa: B009 - not on every config
 
     def outputs(self) -> tuple[Path, ...]:
-        """Files this reporter writes (checked before a run so nothing is overwritten)."""
+        """Files this reporter writes (checked before a run: nothing is overwritten)."""
         path = getattr(self.config, "file", None)
         return (Path(path),) if path is not None else ()
 
@@ -165,7 +165,7 @@ class Reporter(Component, ABC):
         return [p for p in self.outputs() if p.exists()]
 
     def open(self, run: RunInfo) -> None:
-        """Prepare outputs; with ``run.resume`` append to what a previous segment wrote."""
+        """Prepare outputs; with ``run.resume`` append to earlier segments' files."""
 
     @abstractmethod
     def report(self, frame: Frame) -> None:
@@ -182,7 +182,7 @@ class Reporter(Component, ABC):
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (before :meth:`open` with resume)."""
+        """Restore what :meth:`state_dict` returned (before ``open`` with resume)."""
 
     def checkpoint_key(self) -> str:
         """What identifies this reporter across run segments (checkpoints store the

@@ -1,7 +1,7 @@
 """What ``tmd run CONFIG`` does: build, resume or minimise, run with a progress bar,
 stop cleanly on Ctrl-C (or SIGTERM) with a checkpoint, and explain failures.
 
-Exit codes: 0 done, 1 the run failed (see :class:`~torchmd_core.errors.SimulationError`),
+Exit codes: 0 done, 1 the run failed (:class:`~torchmd_core.errors.SimulationError`),
 2 bad input, 130 interrupted by Ctrl-C and 143 by SIGTERM (a checkpoint was written
 and the message says how to continue).
 """
@@ -123,8 +123,8 @@ def run_config(
     remaining = config.steps - simulation.state.step
     if remaining < 0:
         raise ConfigError(
-            f"steps: the checkpoint is at step {simulation.state.step}, beyond the config's "
-            f"steps ({config.steps}); raise 'steps' to continue the run"
+            f"steps: the checkpoint is at step {simulation.state.step}, beyond the "
+            f"config's steps ({config.steps}); raise 'steps' to continue the run"
         )
     if not overwrite:  # refuse before minimising, not after
         simulation.check_outputs(resume=resume is not None)

@@ -2,8 +2,8 @@
 
 Library use needs no config and no plugin names::
 
-    sim = Simulation(system, amber + nonbonded, LangevinBAOAB(cfg, system), [CSVReporter(...)],
-                     state=State.from_coordinates(coords.positions, coords.box))
+    sim = Simulation(system, amber + nonbonded, LangevinBAOAB(cfg, system),
+                     [CSVReporter(...)], state=State.from_coordinates(coords.positions))
     sim.run(1000)
 
 The loop runs under ``torch.no_grad()`` unless ``differentiable=True`` is passed to
@@ -83,8 +83,15 @@ class Simulation:
         skin: float = 1.0,
     ) -> None:
         self.system = system
-        if isinstance(potential, PotentialSum):
+        if isinstance(potential, PotentialSum) and (
+            potential.virtual_sites is not None or not system.virtual_sites
+        ):
             self.potential = potential
+        elif isinstance(potential, PotentialSum):  # built without the system's sites
+            nl = potential.neighbor_list
+            self.potential = PotentialSum(
+                list(potential.potentials), system=system, skin=nl.skin if nl else skin
+            )
         else:
             terms = [potential] if isinstance(potential, Potential) else list(potential)
             self.potential = PotentialSum(terms, system=system, skin=skin)
@@ -110,7 +117,7 @@ class Simulation:
         if state is not None:
             self.state = state
 
-    # -- state -------------------------------------------------------------------------------
+    # -- state -------------------------------------------------------------------------
     @property
     def state(self) -> State:
         if self._state is None:
@@ -176,7 +183,7 @@ class Simulation:
         Safe to call from a signal handler."""
         self._stop_requested = True
 
-    # -- running -----------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------
     def run(
         self,
         steps: int,
@@ -396,7 +403,7 @@ class Simulation:
             )
         return self.state
 
-    # -- observations ---------------------------------------------------------------------------
+    # -- observations ------------------------------------------------------------------
     def measure(
         self,
         state: State,
@@ -434,7 +441,7 @@ class Simulation:
             speed_ns_day=speed_ns_day,
         )
 
-    # -- building from a config ------------------------------------------------------------------
+    # -- building from a config --------------------------------------------------------
     @classmethod
     def from_config(
         cls, config: SimulationConfig, registry: Registry | None = None
@@ -536,7 +543,7 @@ def maxwell_boltzmann_velocities(
     return torch.stack(out).to(device=device, dtype=dtype)
 
 
-# -- numerical failure ---------------------------------------------------------------------------
+# -- numerical failure -----------------------------------------------------------------
 
 _SHOWN_ATOMS = 5
 

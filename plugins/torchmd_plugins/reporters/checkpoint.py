@@ -57,7 +57,8 @@ class CheckpointReporter(Reporter):
     def open(self, run: RunInfo) -> None:
         if run.simulation is None:
             raise ValueError(
-                "the checkpoint reporter needs RunInfo.simulation (run it from a Simulation)"
+                "the checkpoint reporter needs RunInfo.simulation (run it from a "
+                "Simulation)"
             )
         self._simulation = run.simulation
         self._start = run.start_step

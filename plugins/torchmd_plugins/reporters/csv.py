@@ -79,8 +79,8 @@ class CSVReporter(FileReporter):
         if first != ",".join(self.columns):
             raise CheckpointError(
                 f"'{path}' does not start with the columns this run writes "
-                f"({','.join(self.columns)}); it was changed since the checkpoint, so it "
-                "is left alone. Restore it, or start it anew with --overwrite"
+                f"({','.join(self.columns)}); it was changed since the checkpoint, "
+                "so it is left alone. Restore it, or start it anew with --overwrite"
             )
         self.cut_back(path, record["bytes"])
         self._fh = path.open("a", newline="", buffering=1)

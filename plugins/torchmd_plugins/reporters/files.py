@@ -70,12 +70,12 @@ class FileReporter(Reporter):
         super().__init__(config, system)
         self.file = Path(getattr(config, "file"))  # noqa: B009 - subclasses declare it
         self.paths: list[Path] = [self.file]
-        #: What this reporter wrote, by file name (None: nothing yet, not even restored).
+        #: What this reporter wrote, by file name (None: nothing written or restored).
         self.records: Record | None = None
         self.last_step: int | None = None
         self._frames: dict[str, int] = {}
 
-    # -- files -----------------------------------------------------------------------------
+    # -- files -------------------------------------------------------------------------
     def files_for(self, n_replicas: int) -> list[Path]:
         return replica_paths(self.file, n_replicas) if self.per_replica else [self.file]
 
@@ -100,8 +100,8 @@ class FileReporter(Reporter):
             if record is not None:
                 if not path.exists():
                     raise CheckpointError(
-                        f"'{path}' was written by the run being continued but is missing; "
-                        "restore it, or start the file anew with --overwrite"
+                        f"'{path}' was written by the run being continued but is "
+                        "missing; restore it, or start the file anew with --overwrite"
                     )
                 self._check_size(path, record)
                 self.continue_file(path, record, run)
@@ -109,7 +109,8 @@ class FileReporter(Reporter):
             else:
                 if path.exists() and not run.overwrite:
                     raise OutputExistsError(
-                        f"output file '{path}' exists already; pass --overwrite to replace it"
+                        f"output file '{path}' exists already; pass --overwrite to "
+                        "replace it"
                     )
                 if path.exists():
                     path.unlink()  # --overwrite: never leave an old file to mix with
@@ -121,9 +122,9 @@ class FileReporter(Reporter):
         size = path.stat().st_size
         if size < record["bytes"]:
             raise CheckpointError(
-                f"'{path}' has {size} bytes, fewer than the {record['bytes']} it had when "
-                "the checkpoint was written: it was changed or replaced since, so it is "
-                "left alone. Restore it, or start it anew with --overwrite"
+                f"'{path}' has {size} bytes, fewer than the {record['bytes']} it had "
+                "when the checkpoint was written: it was changed or replaced since, so "
+                "it is left alone. Restore it, or start it anew with --overwrite"
             )
 
     @staticmethod
@@ -144,7 +145,7 @@ class FileReporter(Reporter):
     def count_frame(self, path: Path) -> None:
         self._frames[path.name] = self._frames.get(path.name, 0) + 1
 
-    # -- checkpoints --------------------------------------------------------------------------
+    # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         self.flush()
         records: Record = dict(self.records or {})

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from torchmd_core import SimulationConfig, hookimpl
-
 from torchmd_plugins.reporters.checkpoint import CheckpointReporter
 from torchmd_plugins.reporters.csv import CSVReporter
 from torchmd_plugins.reporters.trajectory import DCDReporter, PDBReporter, XTCReporter
@@ -35,9 +34,9 @@ def torchmd_core_validate_config(config: SimulationConfig) -> list[str] | None:
         if path in writers:
             j = writers[path]
             problems.append(
-                f"reporters[{i}] (kind={reporter.kind!r}).file: '{file}' is also written "
-                f"by reporters[{j}] (kind={config.reporters[j].kind!r}); give each "
-                "reporter its own file"
+                f"reporters[{i}] (kind={reporter.kind!r}).file: '{file}' is also "
+                f"written by reporters[{j}] (kind={config.reporters[j].kind!r}); give "
+                "each reporter its own file"
             )
         else:
             writers[path] = i

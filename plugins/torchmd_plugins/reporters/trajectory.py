@@ -49,12 +49,13 @@ class TrajectoryConfig(ReporterConfig):
     atoms: tuple[int, ...] | str | None = Field(
         None,
         description="Atoms to write: a list of 0-based indices or an mdtraj selection "
-        "string ('protein', 'not water', 'resname ALA and name CA'); default all atoms.",
+        "string ('protein', 'not water', 'resname ALA and name CA'); default all "
+        "atoms.",
     )
 
 
 def select_atoms(system: System, config: Any, kind: str) -> np.ndarray | None:
-    """The atom indices of ``config.atoms`` (None for all), with the reporter named in errors."""
+    """The atom indices of ``config.atoms`` (None for all); errors name the reporter."""
     if config.atoms is None:
         return None
     try:
@@ -67,7 +68,7 @@ def select_atoms(system: System, config: Any, kind: str) -> np.ndarray | None:
 
 
 def lengths_angles(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(R, 3) lengths (box units) and (R, 3) angles (degrees) of (R, 3, 3) box vectors."""
+    """(R, 3) lengths (box units) and (R, 3) angles (degrees) of (R, 3, 3) boxes."""
     import mdtraj.utils
 
     a, b, c, alpha, beta, gamma = mdtraj.utils.box_vectors_to_lengths_and_angles(
@@ -112,7 +113,7 @@ class TrajectoryFile(ABC):
         with self.segment.open("rb") as src, self.path.open("ab") as dst:
             dst.write(src.read())
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------
     def continue_from(self, frames: int, size: int) -> None:
         if (
             self.segment.exists()
@@ -156,7 +157,7 @@ class TrajectoryFile(ABC):
             self._writer = None
 
 
-# -- DCD -------------------------------------------------------------------------------------
+# -- DCD -------------------------------------------------------------------------------
 
 _DCD_NSET, _DCD_ISTART, _DCD_NSAVC, _DCD_NSTEP, _DCD_HAS_CELL = 8, 12, 16, 20, 48
 
@@ -227,9 +228,9 @@ class DCDFile(TrajectoryFile):
             or layout["header"] + frames * layout["frame"] != size
         ):
             raise CheckpointError(
-                f"'{self.path}' does not hold the {frames} frames of {self.n_atoms} atoms "
-                "the checkpoint recorded; it was changed since, so it is left alone. "
-                "Restore it, or start it anew with --overwrite"
+                f"'{self.path}' does not hold the {frames} frames of {self.n_atoms} "
+                "atoms the checkpoint recorded; it was changed since, so it is left "
+                "alone. Restore it, or start it anew with --overwrite"
             )
         set_dcd_frames(self.path, frames)
 
@@ -244,7 +245,7 @@ class DCDFile(TrajectoryFile):
         set_dcd_frames(self.path, total)
 
 
-# -- XTC -------------------------------------------------------------------------------------
+# -- XTC -------------------------------------------------------------------------------
 
 
 class XTCFile(TrajectoryFile):
@@ -286,13 +287,13 @@ class XTCFile(TrajectoryFile):
                 problem = f"it holds {count} frames of {xyz.shape[1]} atoms"
         if problem is not None:
             raise CheckpointError(
-                f"'{self.path}' does not hold the {frames} frames of {self.n_atoms} atoms "
-                f"the checkpoint recorded ({problem}); it was changed since, so it is left "
-                "alone. Restore it, or start it anew with --overwrite"
+                f"'{self.path}' does not hold the {frames} frames of {self.n_atoms} "
+                f"atoms the checkpoint recorded ({problem}); it was changed since, so "
+                "it is left alone. Restore it, or start it anew with --overwrite"
             )
 
 
-# -- reporters --------------------------------------------------------------------------------
+# -- reporters -------------------------------------------------------------------------
 
 
 class TrajectoryReporter(FileReporter):
@@ -349,7 +350,7 @@ class DCDReporter(TrajectoryReporter):
 
 
 class XTCReporter(TrajectoryReporter):
-    """Positions, box, step and time every ``interval`` steps as XTC (precision 0.001 nm)."""
+    """Positions, box, step and time every ``interval`` steps as XTC (0.001 nm)."""
 
     file_type = XTCFile
 
