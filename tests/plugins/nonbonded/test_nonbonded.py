@@ -507,3 +507,23 @@ def test_analytic_forces_in_blocks(
     e_graph, f_graph = pot.energy_and_forces(state.replace(positions=positions))
     assert_close(e_analytic, e_graph.detach(), **TOLERANCES[F64])
     assert_close(f_analytic, f_graph.detach(), **TOLERANCES[F64])
+
+
+def test_coulomb_is_the_no_cutoff_reaction_field(small: RandomSystem) -> None:
+    state = state_of(small, False)
+    plain = make(small, electrostatics="coulomb").energy_terms(state)
+    default = make(small).energy_terms(state)
+    assert_close(plain["coulomb"], default["coulomb"], rtol=0, atol=0)
+
+
+def test_parameters_can_become_trainable(small: RandomSystem) -> None:
+    """Issue 7 turns buffers into nn.Parameters; the energy then trains them."""
+    pot = make(small, cutoff=6.0)
+    pot.epsilon = torch.nn.Parameter(pot.epsilon.clone())
+    assert "epsilon" in dict(pot.named_parameters())
+    energy = pot.energy(state_of(small, True)).sum()
+    energy.backward()
+    assert pot.epsilon.grad is not None and torch.isfinite(pot.epsilon.grad).all()
+    # With a parameter requiring grad, forces keep their graph (force matching).
+    _, forces = pot.energy_and_forces(state_of(small, True))
+    assert forces.requires_grad
