@@ -9,7 +9,13 @@ from __future__ import annotations
 from torchmd_core.barostat import Barostat, BarostatConfig
 from torchmd_core.checkpoint import load_checkpoint, save_checkpoint
 from torchmd_core.component import Component, ComponentConfig
-from torchmd_core.config import MinimizeConfig, SimulationConfig, SystemConfig, load_config, parse_config
+from torchmd_core.config import (
+    MinimizeConfig,
+    SimulationConfig,
+    SystemConfig,
+    load_config,
+    parse_config,
+)
 from torchmd_core.errors import (
     CheckpointError,
     ConfigError,
@@ -25,15 +31,31 @@ from torchmd_core.errors import (
     TorchMDError,
 )
 from torchmd_core.hookspecs import hookimpl, hookspec
-from torchmd_core.integrator import Integrator, IntegratorConfig, replica_generators, replica_normal
-from torchmd_core.loader import CoordinateLoader, Coordinates, LoaderConfig, SystemLoader, TopologyLoader
+from torchmd_core.integrator import (
+    Integrator,
+    IntegratorConfig,
+    replica_generators,
+    replica_normal,
+)
+from torchmd_core.loader import (
+    CoordinateLoader,
+    Coordinates,
+    LoaderConfig,
+    SystemLoader,
+    TopologyLoader,
+)
 from torchmd_core.minimize import minimize
 from torchmd_core.neighbors import NeighborList, Neighbors, build_pairs
 from torchmd_core.plugins import default_registry, discover, isolated_registry
 from torchmd_core.potential import Potential, PotentialConfig, PotentialSum
 from torchmd_core.registry import Registry
 from torchmd_core.reporter import Frame, Reporter, ReporterConfig, RunInfo
-from torchmd_core.simulation import Simulation, kinetic_energy, maxwell_boltzmann_velocities, temperature
+from torchmd_core.simulation import (
+    Simulation,
+    kinetic_energy,
+    maxwell_boltzmann_velocities,
+    temperature,
+)
 from torchmd_core.state import State
 from torchmd_core.system import (
     BONDED_TERMS,
@@ -42,7 +64,9 @@ from torchmd_core.system import (
     ParameterTable,
     Residue,
     System,
+    VirtualSites,
 )
+from torchmd_core.virtual_sites import distribute_site_forces, place_virtual_sites
 
 __version__ = "0.1.0"
 
@@ -81,8 +105,8 @@ __all__ = [
     "ReporterConfig",
     "Residue",
     "RunInfo",
-    "SimulationConfig",
     "Simulation",
+    "SimulationConfig",
     "SimulationError",
     "State",
     "System",
@@ -91,10 +115,12 @@ __all__ = [
     "TopologyError",
     "TopologyLoader",
     "TorchMDError",
+    "VirtualSites",
     "__version__",
     "build_pairs",
     "default_registry",
     "discover",
+    "distribute_site_forces",
     "hookimpl",
     "hookspec",
     "isolated_registry",
@@ -104,6 +130,7 @@ __all__ = [
     "maxwell_boltzmann_velocities",
     "minimize",
     "parse_config",
+    "place_virtual_sites",
     "replica_generators",
     "replica_normal",
     "save_checkpoint",

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from torchmd_core.component import Component, ComponentConfig
 from torchmd_core.neighbors import NeighborList, Neighbors, build_pairs
 from torchmd_core.state import State
-from torchmd_core.system import System
+from torchmd_core.system import System, VirtualSites
+from torchmd_core.virtual_sites import distribute_site_forces, place_virtual_sites
 
 __all__ = ["Potential", "PotentialConfig", "PotentialSum"]
 
@@ -157,9 +158,16 @@ class Potential(Component, nn.Module, ABC):
 class PotentialSum(Potential):
     """The sum of several potentials, sharing one neighbour list.
 
+    When the system has virtual sites (:class:`~torchmd_core.system.VirtualSites`),
+    every evaluation first rebuilds their positions from their parents, so the terms
+    see them in place whatever the state holds, and each site's force is handed on to
+    its parents (autograd through :meth:`energy`, the chain rule in
+    :meth:`energy_and_forces`): energies are those of the placed positions and forces
+    are their exact negative gradient with respect to the other atoms.
+
     Args:
         potentials: the terms.
-        system: used for the pair exclusions of the shared list.
+        system: used for the pair exclusions of the shared list and the virtual sites.
         skin: Verlet skin of the shared list, Å.
     """
 
@@ -181,6 +189,11 @@ class PotentialSum(Potential):
             + [p.pair_exclusions() for p in flat if p.cutoff is not None]
         )
         self._exclusions = exclusions
+        #: The system's virtual sites, or None.
+        self.virtual_sites: VirtualSites | None = (
+            None if system is None or not system.virtual_sites else system.virtual_sites
+        )
+        self._sites_on: VirtualSites | None = None  # on the device/dtype last used
         self.neighbor_list = (
             NeighborList(self.cutoff, skin=skin, exclusions=exclusions)
             if self.cutoff is not None
@@ -208,26 +221,60 @@ class PotentialSum(Potential):
         nb = self.neighbor_list.update(state.positions, _detached(state.box))
         return state.replace(neighbors=nb)
 
+    def place_sites(self, state: State) -> State:
+        """``state`` with its virtual sites rebuilt from their parents (itself when the
+        system has none)."""
+        sites = self._sites_like(state)
+        if sites is None:
+            return state
+        return state.replace(positions=place_virtual_sites(state.positions, sites, state.box))
+
+    def _sites_like(self, state: State) -> VirtualSites | None:
+        if self.virtual_sites is None:
+            return None
+        cached = self._sites_on
+        if (
+            cached is None
+            or cached.linear_weights.device != state.device
+            or cached.linear_weights.dtype != state.dtype
+        ):
+            cached = self._sites_on = self.virtual_sites.to(state.device, state.dtype)
+        return cached
+
     def energy(self, state: State) -> Tensor:
-        state = self.prepare(state)
+        state = self.prepare(self.place_sites(state))
         return _stack_sum([p.energy(state) for p in self.potentials], state)
 
     def energy_terms(self, state: State) -> dict[str, Tensor]:
-        state = self.prepare(state)
+        state = self.prepare(self.place_sites(state))
         items: list[tuple[str, Tensor]] = []
         for p in self.potentials:
             items.extend(p.energy_terms(state).items())
         names = _unique_names([k for k, _ in items])
         return {name: value for name, (_, value) in zip(names, items, strict=True)}
 
-    def energy_and_forces(self, state: State) -> tuple[Tensor, Tensor]:
-        state = self.prepare(state)
+    def energy_and_forces(
+        self, state: State, site_forces: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """(R,) energies and (R, N, 3) forces.
+
+        Args:
+            state: the positions (virtual sites are placed first).
+            site_forces: report on each virtual site the force that acted on it before
+                it was handed on (as OpenMM's ``State.getForces`` does) instead of 0.
+        """
+        state = self.prepare(self.place_sites(state))
         energy = state.positions.new_zeros(state.n_replicas)
         forces = torch.zeros_like(state.positions)
         for p in self.potentials:
             e, f = p.energy_and_forces(state)
             energy = energy + e
             forces = forces + f
+        sites = self._sites_like(state)
+        if sites is not None:
+            forces = distribute_site_forces(
+                forces, state.positions, sites, state.box, keep_site_forces=site_forces
+            )
         return energy, forces
 
 

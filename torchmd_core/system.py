@@ -57,6 +57,7 @@ __all__ = [
     "ParameterTable",
     "Residue",
     "System",
+    "VirtualSites",
 ]
 
 #: The bonded term names, in the order reported. See the module docstring.
@@ -207,6 +208,223 @@ class Constraints:
         return int(self.pairs.shape[0]) + 3 * int(self.waters.shape[0])
 
 
+
+
+@dataclass(frozen=True)
+class VirtualSites:
+    """Massless atoms whose positions are functions of other atoms' (OpenMM's virtual
+    sites: the extra points of 4- and 5-site waters, lone pairs).
+
+    Three kinds, as OpenMM defines them (x: positions, Å; p_k: the parents):
+
+    - ``linear`` (``TwoParticleAverageSite``, ``ThreeParticleAverageSite``; GROMACS
+      ``virtual_sites2``/``virtual_sites3`` funct 1): x = Σ_k w_k x_{p_k}.
+    - ``out_of_plane`` (``OutOfPlaneSite``; GROMACS ``virtual_sites3`` funct 4): with
+      r12 = x_{p2} − x_{p1}, r13 = x_{p3} − x_{p1},
+      x = x_{p1} + w12 r12 + w13 r13 + wc (r12 × r13); wc in 1/Å.
+    - ``local`` (``LocalCoordinatesSite``): origin o = Σ wo_k x_{p_k}, directions
+      dx = Σ wx_k x_{p_k}, dy = Σ wy_k x_{p_k}; e_x = dx/|dx|, e_z = (dx × dy)/|dx × dy|,
+      e_y = e_z × e_x; x = o + l_x e_x + l_y e_y + l_z e_z, l in Å.
+
+    Rows of one kind share a parent count P; a site with fewer parents is padded with
+    its first parent and weight 0. A site is never the parent of another site, and
+    sites are massless. :func:`~torchmd_core.virtual_sites.place_virtual_sites` builds
+    their positions; :class:`~torchmd_core.potential.PotentialSum` does it before every
+    evaluation and hands their forces on to the parents.
+
+    Attributes:
+        linear_sites: (A,) int64 site atoms.
+        linear_parents: (A, P) int64.
+        linear_weights: (A, P) w_k.
+        out_of_plane_sites: (O,) int64.
+        out_of_plane_parents: (O, 3) int64 (p1, p2, p3).
+        out_of_plane_weights: (O, 3) (w12, w13, wc).
+        local_sites: (L,) int64.
+        local_parents: (L, P) int64.
+        local_weights: (L, 3, P) origin, x and y weights (wo, wx, wy).
+        local_positions: (L, 3) l, Å.
+    """
+
+    linear_sites: Tensor = field(default_factory=lambda: _empty_index(0))
+    linear_parents: Tensor = field(default_factory=lambda: _empty_index(0, 2))
+    linear_weights: Tensor = field(
+        default_factory=lambda: torch.zeros(0, 2, dtype=torch.float64)
+    )
+    out_of_plane_sites: Tensor = field(default_factory=lambda: _empty_index(0))
+    out_of_plane_parents: Tensor = field(default_factory=lambda: _empty_index(0, 3))
+    out_of_plane_weights: Tensor = field(
+        default_factory=lambda: torch.zeros(0, 3, dtype=torch.float64)
+    )
+    local_sites: Tensor = field(default_factory=lambda: _empty_index(0))
+    local_parents: Tensor = field(default_factory=lambda: _empty_index(0, 3))
+    local_weights: Tensor = field(
+        default_factory=lambda: torch.zeros(0, 3, 3, dtype=torch.float64)
+    )
+    local_positions: Tensor = field(
+        default_factory=lambda: torch.zeros(0, 3, dtype=torch.float64)
+    )
+
+    def __post_init__(self) -> None:
+        shapes = {
+            "linear": (self.linear_sites, self.linear_parents, self.linear_weights),
+            "out_of_plane": (
+                self.out_of_plane_sites,
+                self.out_of_plane_parents,
+                self.out_of_plane_weights,
+            ),
+            "local": (self.local_sites, self.local_parents, self.local_weights),
+        }
+        for name, (sites, parents, weights) in shapes.items():
+            n, p = int(sites.shape[0]), int(parents.shape[-1])
+            want = {"linear": (n, p), "out_of_plane": (n, 3), "local": (n, 3, p)}[name]
+            if sites.dim() != 1 or parents.dim() != 2 or parents.shape[0] != n:
+                raise ValueError(
+                    f"VirtualSites.{name}: sites must be (n,) and parents (n, P), got "
+                    f"{tuple(sites.shape)} and {tuple(parents.shape)}"
+                )
+            if tuple(weights.shape) != want:
+                raise ValueError(
+                    f"VirtualSites.{name}: weights must be {want}, "
+                    f"got {tuple(weights.shape)}"
+                )
+        if self.out_of_plane_parents.shape[1] != 3:
+            raise ValueError("VirtualSites.out_of_plane_parents must be (O, 3)")
+        if self.local_positions.shape != (int(self.local_sites.shape[0]), 3):
+            raise ValueError("VirtualSites.local_positions must be (L, 3)")
+        sites = self.sites
+        if int(torch.unique(sites).numel()) != int(sites.numel()):
+            raise ValueError("VirtualSites: an atom is listed as a virtual site twice")
+
+    @classmethod
+    def build(
+        cls,
+        linear: Sequence[tuple[int, Sequence[int], Sequence[float]]] = (),
+        out_of_plane: Sequence[tuple[int, Sequence[int], Sequence[float]]] = (),
+        local: Sequence[
+            tuple[int, Sequence[int], Sequence[Sequence[float]], Sequence[float]]
+        ] = (),
+    ) -> VirtualSites:
+        """From per-site entries (units as in the class docstring):
+
+        - ``linear``: (site, parents, weights);
+        - ``out_of_plane``: (site, (p1, p2, p3), (w12, w13, wc));
+        - ``local``: (site, parents, (origin, x and y weights), (l_x, l_y, l_z)).
+        """
+        lin_p, lin_w = _padded([(p, [w]) for _, p, w in linear], 2, 1)
+        loc_p, loc_w = _padded([(p, list(w)) for _, p, w, _ in local], 3, 3)
+        return cls(
+            linear_sites=_index([s for s, *_ in linear]),
+            linear_parents=lin_p,
+            linear_weights=lin_w[:, 0],
+            out_of_plane_sites=_index([s for s, *_ in out_of_plane]),
+            out_of_plane_parents=_index([list(p) for _, p, _ in out_of_plane]).reshape(
+                -1, 3
+            ),
+            out_of_plane_weights=torch.as_tensor(
+                [list(w) for _, _, w in out_of_plane], dtype=torch.float64
+            ).reshape(-1, 3),
+            local_sites=_index([s for s, *_ in local]),
+            local_parents=loc_p,
+            local_weights=loc_w,
+            local_positions=torch.as_tensor(
+                [list(x) for *_, x in local], dtype=torch.float64
+            ).reshape(-1, 3),
+        )
+
+    @property
+    def sites(self) -> Tensor:
+        """(S,) int64 every site atom (linear, out-of-plane, local)."""
+        return torch.cat([self.linear_sites, self.out_of_plane_sites, self.local_sites])
+
+    @property
+    def parents(self) -> Tensor:
+        """(K,) int64 every atom some site is built from (with repeats)."""
+        return torch.cat(
+            [
+                self.linear_parents.flatten(),
+                self.out_of_plane_parents.flatten(),
+                self.local_parents.flatten(),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return int(self.sites.shape[0])
+
+    def first_parents(self) -> Tensor:
+        """(S, 2) int64 (site, its first parent), in the order of :attr:`sites`."""
+        first = torch.cat(
+            [
+                self.linear_parents[:, :1],
+                self.out_of_plane_parents[:, :1],
+                self.local_parents[:, :1],
+            ]
+        ).reshape(-1)
+        return torch.stack([self.sites, first], dim=1)
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> VirtualSites:
+        """A copy with indices on ``device`` and weights in ``dtype``."""
+        moved = {}
+        for f in dataclasses.fields(self):
+            t: Tensor = getattr(self, f.name)
+            moved[f.name] = t.to(
+                device=device, dtype=None if not t.is_floating_point() else dtype
+            )
+        return VirtualSites(**moved)
+
+    def check(self, masses: Tensor) -> None:
+        """Raise TopologyError unless every index is an atom, sites are massless and no
+        site is built from another site."""
+        n = int(masses.shape[0])
+        every = torch.cat([self.sites, self.parents])
+        if every.numel() and (int(every.min()) < 0 or int(every.max()) >= n):
+            raise TopologyError(f"a virtual site refers to atoms outside 0..{n - 1}")
+        heavy = self.sites[masses[self.sites] != 0].tolist()
+        if heavy:
+            raise TopologyError(
+                f"virtual site atom {heavy[0]} has mass {float(masses[heavy[0]])} amu; "
+                "virtual sites must be massless (OpenMM requires it too)"
+            )
+        nested = sorted(set(self.sites.tolist()) & set(self.parents.tolist()))
+        if nested:
+            raise TopologyError(
+                f"virtual site atom {nested[0]} is itself the parent of another "
+                "virtual site; sites built from sites are not supported"
+            )
+
+
+def _empty_index(*shape: int) -> Tensor:
+    return torch.zeros(shape, dtype=torch.int64)
+
+
+def _index(values: Sequence[Any]) -> Tensor:
+    return (
+        torch.as_tensor(values, dtype=torch.int64) if len(values) else _empty_index(0)
+    )
+
+
+def _padded(
+    rows: Sequence[tuple[Sequence[int], Sequence[Sequence[float]]]],
+    minimum: int,
+    k: int,
+) -> tuple[Tensor, Tensor]:
+    """(n, P) parents and (n, k, P) weights; short rows are padded with their first
+    parent and weight 0."""
+    width = max([minimum, *(len(p) for p, _ in rows)])
+    parents = torch.zeros(len(rows), width, dtype=torch.int64)
+    weights = torch.zeros(len(rows), k, width, dtype=torch.float64)
+    for i, (p, w) in enumerate(rows):
+        if len(w) != k or any(len(ws) != len(p) for ws in w):
+            raise ValueError(f"virtual site {i}: {len(p)} parents but weights {w}")
+        parents[i] = p[0]
+        parents[i, : len(p)] = torch.as_tensor(list(p))
+        weights[i, :, : len(p)] = torch.as_tensor(
+            [list(ws) for ws in w], dtype=torch.float64
+        )
+    return parents, weights
+
+
 @dataclass(frozen=True)
 class Residue:
     name: str
@@ -234,6 +452,8 @@ class System:
         constraints: holonomic constraints, or None.
         box: (3, 3) Å default box from the topology file, or None.
         metadata: free-form provenance (source files, force field names).
+        virtual_sites: massless atoms placed from other atoms (extra points of 4- and
+            5-site waters), or None.
     """
 
     masses: Tensor
@@ -250,6 +470,7 @@ class System:
     constraints: Constraints | None = None
     box: Tensor | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    virtual_sites: VirtualSites | None = None
 
     def __post_init__(self) -> None:
         n = self.n_atoms
@@ -271,6 +492,8 @@ class System:
                 )
             if len(table) and (int(table.atoms.max()) >= n or int(table.atoms.min()) < 0):
                 raise TopologyError(f"term '{name}' refers to atoms outside 0..{n - 1}")
+        if self.virtual_sites is not None:
+            self.virtual_sites.check(self.masses)
 
     # -- sizes and derived data ------------------------------------------------------------
     @property
@@ -279,8 +502,12 @@ class System:
 
     @cached_property
     def molecules(self) -> Tensor:
-        """(N,) int64 molecule index of each atom: connected components of ``bonds``."""
-        return connected_components(self.n_atoms, self.bonds)
+        """(N,) int64 molecule index of each atom: connected components of ``bonds``
+        (a virtual site belongs to the molecule of its first parent)."""
+        edges = self.bonds.reshape(-1, 2)
+        if self.virtual_sites is not None:
+            edges = torch.cat([edges, self.virtual_sites.first_parents()])
+        return connected_components(self.n_atoms, edges)
 
     @property
     def n_molecules(self) -> int:
