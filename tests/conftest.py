@@ -14,7 +14,8 @@ DATA = Path(__file__).parent / "data"
 REFERENCE = Path(__file__).parent / "reference"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Test systems are small: one thread avoids OpenMP overhead and oversubscription.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
