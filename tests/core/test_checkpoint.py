@@ -344,7 +344,7 @@ def test_sigkill_while_writing_checkpoints_never_leaves_a_torn_file(tmp_path):
                 time.sleep(0.01)
             temporary = path.with_name(f".c.chk.tmp-{proc.pid}")
             while not temporary.exists() and time.monotonic() < deadline:
-                pass  # kill while the next checkpoint is being written
+                time.sleep(0.001)  # kill while the next checkpoint is being written
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
