@@ -57,6 +57,14 @@ def restart() -> int:
     return slow_tests("tests/plugins/reporters")
 
 
+@validation
+def dynamics() -> int:
+    """Integrators, constraints, barostat, replicas: quick slow tests, then full figures."""
+    return slow_tests("tests/plugins/dynamics", "tests/plugins/barostats") or run(
+        "benchmarks/dynamics_validation.py"
+    )
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(VALIDATIONS)
     unknown = [n for n in names if n not in VALIDATIONS]

@@ -49,12 +49,12 @@ class ConstraintProjector(Protocol):
     def velocity_correction(
         self, velocities: Tensor, positions: Tensor, box: Tensor | None = None
     ) -> Tensor:
-        """RATTLE: velocity change removing every relative velocity along a constraint."""
+        """RATTLE: velocity change removing relative velocities along constraints."""
         ...
 
 
 def apply_system_options(system: System, config: object) -> System:
-    """Apply ``hydrogen_mass``, ``constraints`` and ``rigid_water`` of a SystemConfig."""
+    """Apply ``hydrogen_mass``, ``constraints``, ``rigid_water`` of a SystemConfig."""
     mode = str(getattr(config, "constraints", "none"))
     rigid = getattr(config, "rigid_water", None)
     rigid_water = (mode != "none") if rigid is None else bool(rigid)
@@ -69,12 +69,14 @@ def apply_system_options(system: System, config: object) -> System:
 
 
 def find_waters(system: System) -> Tensor:
-    """(W, 3) (O, H1, H2) of every three-atom molecule made of one O and two H."""
-    mol = system.molecules
+    """(W, 3) (O, H1, H2) of every three-atom molecule made of one O and two H
+    (massless virtual sites, the extra points of 4- and 5-site waters, not counted)."""
+    real = torch.nonzero(system.masses > 0).flatten()
+    mol = system.molecules[real]
     z = system.atomic_numbers
     counts = torch.bincount(mol, minlength=system.n_molecules)
     waters = []
-    order = torch.argsort(mol, stable=True)
+    order = real[torch.argsort(mol, stable=True)]
     starts = torch.cumsum(counts, 0) - counts
     for m in torch.nonzero(counts == 3).flatten().tolist():
         atoms = order[starts[m] : starts[m] + 3]
@@ -114,7 +116,7 @@ def _angle_values(system: System) -> dict[tuple[int, int, int], float]:
 
 
 def find_constraints(system: System, mode: str, rigid_water: bool) -> Constraints:
-    """Constraints for ``mode`` in none | hbonds | allbonds | hangles, plus rigid waters.
+    """Constraints for ``mode`` (none, hbonds, allbonds, hangles), plus rigid waters.
 
     Distances are the equilibrium bond lengths (r0); H-X-H and H-O-X angles (hangles)
     become 1-3 distances by the law of cosines, as in OpenMM. A pair is constrained
@@ -132,10 +134,11 @@ def find_constraints(system: System, mode: str, rigid_water: bool) -> Constraint
     )
     in_water = set(waters.flatten().tolist())
     chosen: dict[tuple[int, int], float] = {}
+    massless = set(torch.nonzero(system.masses <= 0).flatten().tolist())
     if mode != "none":
         for i, j in system.bonds.tolist():
-            if i in in_water and j in in_water:
-                continue
+            if (i in in_water and j in in_water) or i in massless or j in massless:
+                continue  # rigid waters; bonds to virtual sites (as OpenMM)
             if mode == "hbonds" and _HYDROGEN not in (z[i], z[j]):
                 continue
             key = (min(i, j), max(i, j))
@@ -147,7 +150,7 @@ def find_constraints(system: System, mode: str, rigid_water: bool) -> Constraint
             chosen[key] = lengths[key]
     if mode == "hangles":
         for (i, j, k), theta in _angle_values(system).items():
-            if i >= k or i in in_water or (i, k) in chosen:
+            if i >= k or i in in_water or (i, k) in chosen or {i, j, k} & massless:
                 continue
             h_count = (z[i] == _HYDROGEN) + (z[k] == _HYDROGEN)
             if h_count == 2 or (h_count == 1 and z[j] == _OXYGEN):
@@ -185,7 +188,8 @@ def _water_distances(
             theta = angles.get((h1, o, h2))
             if theta is None:
                 raise TopologyError(
-                    f"rigid water {o}-{h1}-{h2}: needs an H-H bond or H-O-H angle parameter"
+                    f"rigid water {o}-{h1}-{h2}: needs an H-H bond or an H-O-H angle "
+                    "parameter"
                 )
             hh = 2.0 * oh[0] * math.sin(theta / 2.0)
         found += [(oh[0], hh), (oh[1], hh)]
@@ -200,9 +204,9 @@ def _water_distances(
     )
     if odd is not None:
         raise TopologyError(
-            f"rigid waters of different geometries (O-H {first[0]} Å / H-H {first[1]} Å and "
-            f"O-H {odd[0]} Å / H-H {odd[1]} Å); SETTLE needs one water model: use one, or "
-            "set rigid_water: false"
+            f"rigid waters of different geometries (O-H {first[0]} Å / H-H "
+            f"{first[1]} Å and O-H {odd[0]} Å / H-H {odd[1]} Å); SETTLE needs one "
+            "water model: use one, or set rigid_water: false"
         )
     return first
 
@@ -225,6 +229,7 @@ def repartition_hydrogen_mass(system: System, hydrogen_mass: float) -> System:
                 masses[heavy] -= delta
     if bool((masses[system.masses > 0] <= 0).any()):
         raise TopologyError(
-            f"hydrogen_mass {hydrogen_mass} amu leaves a heavy atom with no mass; use a smaller value"
+            f"hydrogen_mass {hydrogen_mass} amu leaves a heavy atom with no mass; use "
+            "a smaller value"
         )
     return dataclasses.replace(system, masses=masses)

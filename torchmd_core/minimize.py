@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from torchmd_core.constraints import ConstraintProjector
-from torchmd_core.potential import Potential
+from torchmd_core.potential import Potential, PotentialSum
 from torchmd_core.state import State
 
 __all__ = ["MinimizationResult", "minimize", "minimize_with_result"]
@@ -136,6 +136,8 @@ class _LBFGS:
             gamma = torch.where(valid, sy / (y * y).sum((1, 2)).clamp(min=1e-30), gamma)
             x, energy, forces, g = x_new, e_new, f_new, g_new
             done = done | self._converged(g) | ~moved
+        if isinstance(self.potential, PotentialSum):  # virtual sites onto their parents
+            x = self.potential.place_sites(state.replace(positions=x)).positions
         final = state.replace(positions=x, forces=forces, potential_energy=energy)
         return MinimizationResult(
             state=final,

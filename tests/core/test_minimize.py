@@ -68,7 +68,7 @@ def test_constrained_minimisation_stays_on_the_constraint_surface(mode):
     result = minimize_with_result(sim.potential, start, 0.05, 3000, constraints=solver)
     assert bool(result.converged.all())
     assert float(solver.relative_errors(result.state.positions).max()) < 1e-5
-    # Constrained forces vanish; the full forces do not (the constraints hold against them).
+    # Constrained forces vanish; the full ones do not (constraints hold against them).
     _, forces = sim.potential.energy_and_forces(result.state)
     assert float(forces.abs().max()) > 1.0
 

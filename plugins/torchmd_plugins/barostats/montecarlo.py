@@ -1,4 +1,4 @@
-"""Monte Carlo barostat: isotropic or anisotropic volume moves with NPT Metropolis acceptance."""
+"""Monte Carlo barostat: isotropic or anisotropic volume moves, NPT Metropolis."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ __all__ = ["MonteCarloBarostat"]
 
 
 class MonteCarloBarostat(Barostat):
-    """Monte Carlo barostat: random volume moves accepted by the NPT Metropolis criterion.
+    """Monte Carlo barostat: random volume moves accepted by the NPT Metropolis rule.
 
     Every ``interval`` steps each replica proposes a new volume V' = V + ΔV, ΔV uniform
     in [−s, s]. Isotropic moves scale all box vectors by (V'/V)^⅓; anisotropic moves
@@ -40,8 +40,8 @@ class MonteCarloBarostat(Barostat):
     to 30% of the volume) when more than 75% were. Replicas move, accept and adapt
     independently, each from its own random stream.
 
-    References: Chow & Ferguson, Comput. Phys. Commun. 91, 283 (1995); Åqvist, Wennerström,
-    Nervall, Bjelic & Brandsdal, Chem. Phys. Lett. 384, 288 (2004).
+    References: Chow & Ferguson, Comput. Phys. Commun. 91, 283 (1995); Åqvist,
+    Wennerström, Nervall, Bjelic & Brandsdal, Chem. Phys. Lett. 384, 288 (2004).
     """
 
     class Config(BarostatConfig):
@@ -53,7 +53,7 @@ class MonteCarloBarostat(Barostat):
         )
         temperature_K: float = Field(
             gt=0.0,
-            description="Temperature of the acceptance criterion, K (the thermostat's).",
+            description="Temperature of the acceptance rule, K (the thermostat's).",
         )
         anisotropic: bool = Field(
             False, description="Scale one axis at a time instead of the whole box."
@@ -93,7 +93,7 @@ class MonteCarloBarostat(Barostat):
         self.atoms_per_molecule = torch.bincount(
             self.molecules, minlength=self.n_molecules
         ).to(torch.float64)
-        # Per replica and move axis, created at the first move: step size (Å³) and counts.
+        # Per replica and move axis, made at the first move: step size (Å³), counts.
         self.volume_scale: Tensor | None = None
         self.n_attempted: Tensor | None = None
         self.n_accepted: Tensor | None = None
@@ -121,7 +121,7 @@ class MonteCarloBarostat(Barostat):
                 setattr(self, name, value.to(device=device, dtype=kind))
         return self
 
-    # -- the move -------------------------------------------------------------------------
+    # -- the move ---------------------------------------------------------------------
     def apply(self, state: State, potential: Potential) -> State:
         if state.box is None:
             raise SimulationError("the montecarlo barostat needs a periodic box")
@@ -170,7 +170,7 @@ class MonteCarloBarostat(Barostat):
         return one.scatter(1, axis[:, None], ratio[:, None])
 
     def _scaled(self, state: State, scale: Tensor) -> State:
-        """Box vectors and molecule centres scaled component-wise; molecules move rigidly."""
+        """Box vectors and molecule centres scaled per axis; molecules stay rigid."""
         assert state.box is not None
         x = state.positions
         centres = torch.zeros(
@@ -194,7 +194,7 @@ class MonteCarloBarostat(Barostat):
         )
         return draws[:, 0], draws[:, 1], draws[:, 2]
 
-    # -- step-size adaptation (OpenMM's rule) ----------------------------------------------------
+    # -- step-size adaptation (OpenMM's rule) -----------------------------------------
     def _start(self, volume: Tensor) -> None:
         r, a = volume.shape[0], len(self.axes)
         self.volume_scale = (0.01 * volume)[:, None].expand(r, a).clone()
@@ -237,7 +237,7 @@ class MonteCarloBarostat(Barostat):
         if self.pressure.device != state.device or self.pressure.dtype != state.dtype:
             self.to(device=state.device, dtype=state.dtype)
 
-    # -- checkpoints ----------------------------------------------------------------------
+    # -- checkpoints ------------------------------------------------------------------
     _STATE = (
         "volume_scale",
         "n_attempted",

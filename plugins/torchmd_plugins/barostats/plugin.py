@@ -20,7 +20,7 @@ def torchmd_core_register_barostats(register: Any) -> None:
 
 @hookimpl
 def torchmd_core_validate_config(config: SimulationConfig) -> list[str] | None:
-    """A Monte Carlo barostat samples NPT only with a thermostat at its own temperature."""
+    """A Monte Carlo barostat samples NPT only with a thermostat at its temperature."""
     barostat = config.barostat
     if barostat is None or barostat.kind != "montecarlo":
         return None
@@ -28,7 +28,8 @@ def torchmd_core_validate_config(config: SimulationConfig) -> list[str] | None:
     mine = getattr(barostat, "temperature_K", None)
     if bath is None:
         return [
-            f"barostat (kind='montecarlo'): needs a thermostatted integrator (e.g. langevin); "
+            "barostat (kind='montecarlo'): needs a thermostatted integrator "
+            "(langevin); "
             f"integrator kind={config.integrator.kind!r} has no temperature_K"
         ]
     if mine is not None and abs(float(bath) - float(mine)) > 1e-9:

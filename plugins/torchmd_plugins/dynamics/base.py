@@ -4,7 +4,8 @@
 constraints (:class:`~torchmd_plugins.dynamics.constraints.ConstraintSolver`), keeps
 the energy and forces of the current positions cached in the :class:`State` (so the
 next step and the reporters reuse them), and optionally removes centre-of-mass motion.
-Massless atoms (virtual sites) never move.
+Massless atoms never move on their own (no force or noise acts on them); the system's
+virtual sites are rebuilt from their parents after every move of the positions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from torchmd_core import (
     Potential,
     State,
     System,
+    VirtualSites,
+    place_virtual_sites,
 )
 from torchmd_core.units import KCAL_MOL_A_AMU_TO_A_PS2
 from torchmd_plugins.dynamics.constraints import ConstraintSolver
@@ -37,8 +40,9 @@ class DynamicsConfig(IntegratorConfig):
         1e-6,
         gt=0.0,
         le=1e-2,
-        description="Relative tolerance of constrained distances (dimensionless). float32 "
-        "cannot resolve below about 1e-5; the solver uses the larger of the two.",
+        description="Relative tolerance of constrained distances (dimensionless). "
+        "float32 cannot resolve below about 1e-5; the solver uses the larger of the "
+        "two.",
     )
     remove_com_motion: bool = Field(
         False,
@@ -65,6 +69,8 @@ class MolecularDynamics(Integrator):
         #: minimiser uses it too, as ``constraint_solver``.
         self.solver = ConstraintSolver.from_system(system, tolerance)
         self.constraint_solver = self.solver
+        #: The system's virtual sites, or None.
+        self.virtual_sites: VirtualSites | None = system.virtual_sites or None
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -73,9 +79,11 @@ class MolecularDynamics(Integrator):
         self.inv_mass = self.inv_mass.to(device=device, dtype=dtype)
         if self.solver is not None:
             self.solver.to(device=device, dtype=dtype)
+        if self.virtual_sites is not None:
+            self.virtual_sites = self.virtual_sites.to(device=device, dtype=dtype)
         return self
 
-    # -- building blocks -------------------------------------------------------------------
+    # -- building blocks --------------------------------------------------------------
     def setup(self, state: State, potential: Potential) -> State:
         """Constrain positions and velocities, and cache energy and forces.
 
@@ -90,13 +98,16 @@ class MolecularDynamics(Integrator):
             x = x + self.solver.projection(x, state.box)
             if not torch.equal(x, state.positions):
                 state = state.replace(positions=x)
+        x = self.place_sites(state.positions, state.box)
+        if x is not state.positions and not torch.equal(x, state.positions):
+            state = state.replace(positions=x)
         if state.velocities is not None:
             v = self._constrain_velocities(state.velocities, x, state.box)
             state = state.replace(velocities=v)
         return self.with_forces(state, potential)
 
     def with_forces(self, state: State, potential: Potential) -> State:
-        """``state`` with energy and forces at its positions (computed if not cached)."""
+        """``state`` with the energy and forces of its positions (unless cached)."""
         if state.forces is not None and state.potential_energy is not None:
             return state
         energy, forces = potential.energy_and_forces(state)
@@ -131,6 +142,10 @@ class MolecularDynamics(Integrator):
         if self.solver is None:
             return torch.zeros_like(positions)
         return self.solver.position_correction(positions, reference, box)
+
+    def place_sites(self, positions: Tensor, box: Tensor | None) -> Tensor:
+        """``positions`` with the virtual sites rebuilt from their parents."""
+        return place_virtual_sites(positions, self.virtual_sites, box)
 
     def _constrain_velocities(self, v: Tensor, x: Tensor, box: Tensor | None) -> Tensor:
         if self.solver is None:

@@ -1,4 +1,4 @@
-"""The CCMA preconditioner: a sparse approximate inverse of the constraint coupling matrix.
+"""The CCMA preconditioner: sparse approximate inverse of the constraint couplings.
 
 For distance constraints c = (a, b), SHAKE's multiplier of one constraint alone is
 δ_c = (d_c² − r_c²) / (2 (1/m_a + 1/m_b) r_c·s_c). Constraints sharing an atom k
@@ -99,7 +99,7 @@ def _angle(
     length: Mapping[tuple[int, int], float],
     angles: Mapping[tuple[int, int, int], float],
 ) -> float:
-    """The angle i-k-j: from a constrained i-j distance, the parameters, or tetrahedral."""
+    """Angle i-k-j: from a constrained i-j distance, the parameters, or tetrahedral."""
     dij = length.get((min(i, j), max(i, j)))
     if dij is not None:
         cos = (dik * dik + djk * djk - dij * dij) / (2.0 * dik * djk)
@@ -126,8 +126,8 @@ def _invert_by_cluster(n: int, entries: list[tuple[int, int, float]]) -> Triplet
         local = {int(c): i for i, c in enumerate(members)}
         local_items = [(local[c], local[e], v) for c, e, v in items]
         invert = _sparse_inverse if len(members) > DENSE_LIMIT else _dense_inverse
-        r, c, v = invert(len(members), local_items)
-        parts.append((members[r], members[c], v))
+        rows, cols, vals = invert(len(members), local_items)
+        parts.append((members[rows], members[cols], vals))
     return (
         np.concatenate([x[0] for x in parts]),
         np.concatenate([x[1] for x in parts]),
@@ -143,8 +143,8 @@ def _dense_inverse(size: int, items: list[tuple[int, int, float]]) -> Triplets:
     inverse = np.linalg.inv(m)
     keep = np.abs(inverse) >= ELEMENT_CUTOFF
     np.fill_diagonal(keep, True)
-    r, c = np.nonzero(keep)
-    return r, c, inverse[r, c]
+    rows, cols = np.nonzero(keep)
+    return rows, cols, inverse[rows, cols]
 
 
 def _sparse_inverse(size: int, items: list[tuple[int, int, float]]) -> Triplets:

@@ -1,4 +1,4 @@
-"""Constraint solving: SETTLE for rigid waters, CCMA for every other distance constraint.
+"""Constraint solving: SETTLE for rigid waters, CCMA for all other distance constraints.
 
 :class:`ConstraintSolver` works on all constraints and all replicas at once (no loop
 over atoms; iterative parts loop over iterations only):
@@ -27,6 +27,7 @@ when it fell short.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -141,17 +142,18 @@ class ConstraintSolver:
         if bool(massless.any()):
             i, j = self.pairs[int(torch.nonzero(massless)[0])].tolist()
             raise TopologyError(
-                f"constraint {i}-{j} joins two massless atoms; remove it or give them mass"
+                f"constraint {i}-{j} joins two massless atoms; remove it or give them "
+                "mass"
             )
         if bool((self.distances <= 0).any()):
             raise TopologyError("constraint distances must be > 0 Å")
 
     def effective_tolerance(self, dtype: torch.dtype) -> float:
-        """The tolerance used for ``dtype``: float32 positions of ~100 Å carry ~1e-5 Å of
-        rounding, so no tighter goal is reachable there."""
+        """The tolerance used for ``dtype``: float32 positions of ~100 Å carry ~1e-5 Å
+        of rounding, so no tighter goal is reachable there."""
         return max(self.tolerance, 64.0 * torch.finfo(dtype).eps)
 
-    # -- public operations -----------------------------------------------------------------
+    # -- public operations ------------------------------------------------------------
     def position_correction(
         self, positions: Tensor, reference: Tensor, box: Tensor | None = None
     ) -> Tensor:
@@ -238,7 +240,7 @@ class ConstraintSolver:
             return positions.new_zeros(positions.shape[0], 0)
         return torch.cat(parts, dim=1)
 
-    # -- CCMA ------------------------------------------------------------------------------
+    # -- CCMA -------------------------------------------------------------------------
     def _ccma_positions(
         self, x: Tensor, ref: Tensor, box: Tensor | None
     ) -> tuple[Tensor, Tensor]:
@@ -296,7 +298,7 @@ class ConstraintSolver:
         return corr, done
 
     def _precondition(self, delta: Tensor) -> Tensor:
-        """(R, C) multipliers: the sparse inverse coupling matrix applied to ``delta``."""
+        """(R, C) multipliers: the sparse inverse coupling matrix times ``delta``."""
         return torch.zeros_like(delta).index_add(
             1, self.rows, delta[:, self.cols] * self.vals
         )
@@ -311,7 +313,7 @@ class ConstraintSolver:
         )
 
     def _run(self, what: str, iterate: Iteration, like: Tensor) -> Tensor:
-        """Call ``iterate(done) -> done`` until every replica is done; returns (R,) done.
+        """Call ``iterate(done) -> done`` until all replicas are done; (R,) done.
 
         On the CPU stop as soon as all replicas converged. Elsewhere run the learnt
         number of iterations without synchronising (and report all done), and every
@@ -338,9 +340,9 @@ class ConstraintSolver:
             self._budget[what] = min(self.max_iterations, budget + extra + 2)
         return done
 
-    # -- robust fallbacks: Newton + conjugate gradients ----------------------------------------
+    # -- robust fallbacks: Newton + conjugate gradients -------------------------------
     def _newton_positions(self, x: Tensor, box: Tensor | None) -> Tensor:
-        """Damped Newton iterations on the distance equations along the current bonds."""
+        """Damped Newton iterations on the distance equations along current bonds."""
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         pb = None if box is None else box[:, None]
         d2 = self.distances.square()
@@ -361,7 +363,7 @@ class ConstraintSolver:
             rhs = torch.where(
                 (worst <= limit)[:, None], torch.zeros_like(diff), 0.5 * diff
             )
-            lam = self._cg(lambda m, r=r: self._coupling(m, r), rhs, 1e-3)
+            lam = self._cg(partial(self._coupling, r=r), rhs, 1e-3)
             step = self._scatter(lam[..., None] * r)
             alpha = torch.ones_like(worst)
             for _ in range(30):  # halve the step until the worst error shrinks
@@ -375,16 +377,16 @@ class ConstraintSolver:
         return corr
 
     def _cg_velocities(self, v: Tensor, x: Tensor, box: Tensor | None) -> Tensor:
-        """Exact RATTLE velocity projection: solve K μ = −r·v_rel by conjugate gradients."""
+        """Exact RATTLE velocity projection: K μ = −r·v_rel by conjugate gradients."""
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         r = minimum_image(x[:, a] - x[:, b], None if box is None else box[:, None])
         rhs = -(r * (v[:, a] - v[:, b])).sum(-1)
         tol = self.effective_tolerance(v.dtype)
-        mu = self._cg(lambda m: self._coupling(m, r), rhs, tol)
+        mu = self._cg(partial(self._coupling, r=r), rhs, tol)
         return self._scatter(mu[..., None] * r)
 
     def _coupling(self, lam: Tensor, r: Tensor) -> Tensor:
-        """(K λ)_c = r_c · (Δx_a − Δx_b) for the displacement Δx of multipliers λ along r."""
+        """(K λ)_c = r_c · (Δx_a − Δx_b), Δx the displacement of λ along the r."""
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         disp = self._scatter(lam[..., None] * r)
         return (r * (disp[:, a] - disp[:, b])).sum(-1)
@@ -393,7 +395,7 @@ class ConstraintSolver:
         self, apply: Callable[[Tensor], Tensor], rhs: Tensor, rel_tol: float
     ) -> Tensor:
         """Solve the symmetric positive definite systems apply(x) = rhs, (R, C), by
-        Jacobi-preconditioned conjugate gradients, each row to |residual| ≤ rel_tol |rhs|."""
+        Jacobi-preconditioned conjugate gradients, each row to |res| ≤ rel_tol |rhs|."""
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         diag = (self.inv_mass[a] + self.inv_mass[b]) * self.distances.square()
         x = torch.zeros_like(rhs)

@@ -17,7 +17,7 @@ __all__ = ["LangevinBAOAB"]
 
 
 class LangevinBAOAB(MolecularDynamics):
-    """Langevin dynamics, BAOAB splitting: canonical (NVT) sampling at ``temperature_K``.
+    """Langevin dynamics, BAOAB splitting: canonical (NVT) sampling at temperature_K.
 
     One step of length dt, with a = F/m, c = exp(−γ dt) and ξ standard normal::
 
@@ -72,6 +72,7 @@ class LangevinBAOAB(MolecularDynamics):
         x = x_mid + half * v
         dx = self.position_correction(x, x0, box)
         x, v = x + dx, v + dx / dt  # as OpenMM: the correction spread over the step
+        x = self.place_sites(x, box)  # virtual sites follow their parents
         new = state.replace(positions=x)
         energy, forces = potential.energy_and_forces(new)
         v = v + half * self.acceleration(forces)

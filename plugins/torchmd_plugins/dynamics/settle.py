@@ -52,8 +52,9 @@ class WaterGeometry:
         m_o, m_h = float(m[0, 0]), float(m[0, 1])
         if bool((m <= 0).any()) or not torch.allclose(m[:, 1], m[:, 2]):
             raise TopologyError(
-                "rigid water (SETTLE) needs both hydrogens of a water to have the same, "
-                "non-zero mass; set rigid_water: false or apply hydrogen_mass to solutes only"
+                "rigid water (SETTLE) needs both hydrogens of a water to have the "
+                "same, non-zero mass; set rigid_water: false or use hydrogen_mass "
+                "only on solutes"
             )
         if not (
             torch.allclose(m[:, 0], m[:1, 0].expand(len(m)))
@@ -66,7 +67,8 @@ class WaterGeometry:
         d_oh, d_hh = (float(d) for d in distances)
         if not (d_oh > 0 and 0 < d_hh < 2 * d_oh):
             raise TopologyError(
-                f"rigid water distances O-H {d_oh} Å, H-H {d_hh} Å do not make a triangle"
+                f"rigid water distances O-H {d_oh} Å, H-H {d_hh} Å do not make a "
+                "triangle"
             )
         return cls(m_o, m_h, d_oh, d_hh)
 
@@ -146,7 +148,8 @@ def settle_positions(
     cos_t = (1.0 - sin_t.square()).clamp(min=0.0).sqrt()
 
     def lab(x: Tensor, y: Tensor, z: Tensor) -> Tensor:
-        return x[..., None] * ex + y[..., None] * ey + z[..., None] * ez
+        out: Tensor = x[..., None] * ex + y[..., None] * ey + z[..., None] * ez
+        return out
 
     a3 = lab(-ya2 * sin_t, ya2 * cos_t, za1)
     b3 = lab(xb2 * cos_t - yb2 * sin_t, xb2 * sin_t + yb2 * cos_t, zb1)
@@ -217,7 +220,8 @@ def _dot(u: Tensor, v: Tensor) -> Tensor:
 
 
 def _unit(v: Tensor) -> Tensor:
-    return v / v.norm(dim=-1, keepdim=True)
+    out: Tensor = v / v.norm(dim=-1, keepdim=True)
+    return out
 
 
 def _solve_sym3(
@@ -229,7 +233,7 @@ def _solve_sym3(
     k23: Tensor,
     rhs: tuple[Tensor, Tensor, Tensor],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Solve the symmetric 3x3 systems K μ = rhs elementwise (adjugate / determinant)."""
+    """Solve the symmetric 3x3 systems K μ = rhs elementwise (adjugate/determinant)."""
     c11 = k22 * k33 - k23 * k23
     c12 = k13 * k23 - k12 * k33
     c13 = k12 * k23 - k13 * k22

@@ -17,7 +17,7 @@ class VelocityVerlet(MolecularDynamics):
 
         v ← v + dt/2 · a(x)                 (half kick)
         x' ← x + dt · v;  x' ← SHAKE(x', x) (drift, then constrain positions)
-        v ← (x' − x) / dt                   (velocity includes the constraint correction)
+        v ← (x' − x) / dt                   (the constraint correction included)
         v ← v + dt/2 · a(x');  RATTLE(v)    (half kick, then constrain velocities)
 
     Velocities are on-step (at the same time as positions). Forces and energy of the
@@ -37,6 +37,7 @@ class VelocityVerlet(MolecularDynamics):
         x = x0 + dt * v
         dx = self.position_correction(x, x0, box)
         x, v = x + dx, v + dx / dt
+        x = self.place_sites(x, box)  # virtual sites follow their parents
         new = state.replace(positions=x)
         energy, forces = potential.energy_and_forces(new)
         v = v + (0.5 * dt) * self.acceleration(forces)

@@ -1,5 +1,5 @@
 """Systems for the dynamics and barostat tests: real inputs from tests/data through the
-config builder, and a synthetic box of rigid-water-like molecules with toy potentials."""
+config builder, and a synthetic box of three-site waters for toy potentials."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ def simulation(
     cutoff: float | None = None,
     seed: int = 0,
     initial_temperature_K: float | None = None,
+    barostat: dict[str, Any] | None = None,
     **system: Any,
 ) -> Simulation:
-    """A Simulation of a stored input with amber + nonbonded (no cutoff unless given)."""
+    """A Simulation of a stored input, amber + nonbonded (no cutoff unless given)."""
     topology, coordinates = INPUTS[name]
     nonbonded: dict[str, Any] = {"kind": "nonbonded"}
     if cutoff is not None:
@@ -58,14 +59,15 @@ def simulation(
             "seed": seed,
             "steps": 0,
             "initial_temperature_K": initial_temperature_K,
+            "barostat": barostat,
         }
     )
     return Simulation.from_config(config)
 
 
 def water_system(n_waters: int, rigid: bool = True) -> System:
-    """``n_waters`` three-site waters (O, H, H) with TIP3P-like bond and angle parameters
-    and an H-H bond (as AMBER water models carry); rigid waters as constraints if asked."""
+    """``n_waters`` three-site waters (O, H, H) with TIP3P-like bond and angle
+    parameters and an H-H bond (as AMBER water models carry); rigid if asked."""
     from torchmd_core.constraints import find_constraints
 
     o = torch.arange(n_waters) * 3
@@ -122,7 +124,7 @@ def water_state(
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ) -> State:
-    """Waters on a cubic lattice, randomly oriented, in a periodic box of the lattice size."""
+    """Waters on a cubic lattice, randomly oriented, in a periodic box of that size."""
     n_waters = system.n_atoms // 3
     side = math.ceil(n_waters ** (1 / 3))
     g = torch.Generator().manual_seed(seed)
@@ -152,7 +154,7 @@ def water_state(
 
 
 class HarmonicWells(Potential):
-    """E = Σ_i ½ k |x_i − c_i|²: independent 3-D oscillators (exact canonical averages)."""
+    """E = Σ_i ½ k |x_i − c_i|²: independent 3-D oscillators (exact averages known)."""
 
     def __init__(self, centres: torch.Tensor, k: float = 50.0) -> None:
         super().__init__(None, None)

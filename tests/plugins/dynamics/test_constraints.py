@@ -1,4 +1,4 @@
-"""ConstraintSolver: CCMA for distance constraints, robust projection, RATTLE velocities."""
+"""ConstraintSolver: CCMA for distances, robust projection, RATTLE velocities."""
 
 from __future__ import annotations
 

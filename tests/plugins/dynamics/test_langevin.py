@@ -1,4 +1,4 @@
-"""Langevin BAOAB: conformance, OpenMM LangevinMiddle positions, canonical statistics."""
+"""Langevin BAOAB: conformance, OpenMM LangevinMiddle positions, canonical sampling."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ from pydantic import ValidationError
 from torchmd_plugins.dynamics.langevin import LangevinBAOAB
 
 from tests.conftest import DATA
-from tests.plugins.dynamics.systems import HarmonicWells, simulation
-from torchmd_core import State
+from tests.core.toys import SoftPairs
+from tests.plugins.dynamics.systems import (
+    HarmonicWells,
+    simulation,
+    water_state,
+    water_system,
+)
+from torchmd_core import PotentialSum, State, maxwell_boltzmann_velocities, temperature
 from torchmd_core.testing import check_integrator, toy_system
 from torchmd_core.units import AMU_A2_PS2_TO_KCAL_MOL, BOLTZMANN_KCAL_MOL_K
 
@@ -40,8 +46,8 @@ def test_langevin_conforms(constraints, precision):
 
 
 def test_without_friction_positions_equal_openmm_langevin_middle():
-    """Same forces (OpenMM's), hbonds + rigid water (SETTLE): our on-step BAOAB from v(0)
-    and OpenMM's LangevinMiddleIntegrator from v(−dt/2) = v(0) − a dt/2 give one trajectory."""
+    """Same forces (OpenMM's), hbonds + rigid water (SETTLE): our on-step BAOAB from
+    v(0) and OpenMM's LangevinMiddleIntegrator from v(−dt/2) = v(0) − a dt/2 agree."""
     helpers = pytest.importorskip("tests.plugins.dynamics.openmm_helpers")
     openmm, unit = helpers.openmm, helpers.unit
     sim = simulation(
@@ -81,15 +87,15 @@ def test_without_friction_positions_equal_openmm_langevin_middle():
         .value_in_unit(unit.nanometer)
         * 10
     )
-    # OpenMM's Reference SETTLE leaves ~5e-8 Å errors in water geometry per step; ours is exact.
+    # OpenMM's Reference SETTLE leaves ~5e-8 Å errors in the water geometry per step.
     assert np.abs(state.positions[0].numpy() - expected).max() < 2e-6
 
 
 def test_langevin_samples_the_canonical_distribution_of_harmonic_oscillators():
-    """Independent 3-D oscillators: <KE> = (3N/2) kT, Var(KE) = (3N/2) (kT)², <PE> = (3N/2) kT.
+    """Independent 3-D oscillators: <KE> = <PE> = (3N/2) kT, Var(KE) = (3N/2) (kT)².
 
-    BAOAB samples a harmonic well's positions exactly; its on-step velocities run cold by
-    about (ω dt / 2)², 0.2% for the hydrogens here at 1 fs.
+    BAOAB samples a harmonic well's positions exactly; its on-step velocities run cold
+    by about (ω dt / 2)², 0.2% for the hydrogens here at 1 fs.
     """
     n, replicas, temperature = 50, 16, 300.0
     system = toy_system(n, chain=False)
@@ -164,3 +170,29 @@ def test_langevin_config_is_validated():
         LangevinBAOAB.Config(timestep_fs=1.0, temperature_K=300.0, friction_per_ps=-1.0)
     with pytest.raises(ValidationError):
         LangevinBAOAB.Config(timestep_fs=1.0, temperature_K=0.0)
+
+
+def test_rigid_waters_reach_the_bath_temperature_with_the_constrained_dof():
+    """Rigid waters (SETTLE, 6 DOF each) with soft pair forces: <T> = 300 K when T
+    counts 3N − 3W degrees of freedom."""
+    system = water_system(27)
+    replicas = 8
+    potential = PotentialSum(
+        [SoftPairs(SoftPairs.Config(cutoff=3.0, strength=1.0), system)], system=system
+    )
+    state = water_state(system, n_replicas=replicas, spacing=3.2)
+    state = state.replace(
+        velocities=maxwell_boltzmann_velocities(system, 300.0, replicas, 1)
+    )
+    integ = _make(system, timestep_fs=2.0, friction_per_ps=20.0)()
+    integ.seed(0, replicas)
+    samples = []
+    with torch.no_grad():
+        state = integ.setup(state, potential)
+        for step in range(1200):
+            state = integ.step(state, potential)
+            if step >= 200 and step % 5 == 0:
+                samples.append(temperature(state, system))
+    assert system.degrees_of_freedom() == 6 * 27
+    # 8 × 200 samples of an 11%-wide distribution, correlated over ~2 samples: ~0.4%.
+    assert float(torch.stack(samples).mean()) == pytest.approx(300.0, rel=0.02)

@@ -34,8 +34,8 @@ def test_verlet_conforms(constraints, precision):
     )
 
 
-def test_verlet_follows_the_newtonian_trajectory_of_a_leapfrog_with_shifted_velocities():
-    """OpenMM's VerletIntegrator (leapfrog, half-step velocities) from v(−dt/2) = v(0) − a dt/2
+def test_verlet_follows_openmm_leapfrog_from_shifted_velocities():
+    """OpenMM's VerletIntegrator (leapfrog) from v(−dt/2) = v(0) − a dt/2
     gives the same positions (same forces: OpenMM's, hbonds constrained)."""
     helpers = pytest.importorskip("tests.plugins.dynamics.openmm_helpers")
     openmm, unit = helpers.openmm, helpers.unit
