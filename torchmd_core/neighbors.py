@@ -97,6 +97,20 @@ class NeighborList:
         if positions is not None:
             self._build(positions.to(device), None if box is None else box.to(device))
 
+    def snapshot(self) -> tuple[object, ...]:
+        """The current list and where it was built (references, no copies), for
+        :meth:`restore`. Recomputing a stretch of trajectory (gradient checkpointing)
+        must make the same rebuild decisions as the first pass."""
+        return (self._neighbors, self._ref_positions, self._ref_box, self._radius)
+
+    def restore(self, snapshot: tuple[object, ...]) -> None:
+        """Return to the list a :meth:`snapshot` recorded."""
+        neighbors, positions, box, radius = snapshot
+        self._neighbors = neighbors  # type: ignore[assignment]
+        self._ref_positions = positions  # type: ignore[assignment]
+        self._ref_box = box  # type: ignore[assignment]
+        self._radius = radius  # type: ignore[assignment]
+
     def update(self, positions: Tensor, box: Tensor | None) -> Neighbors:
         """A list valid for ``positions`` (R, N, 3) and ``box`` (R, 3, 3) or None."""
         if self._needs_rebuild(positions, box):

@@ -122,6 +122,22 @@ class Potential(Component, nn.Module, ABC):
     def forward(self, state: State) -> Tensor:
         return self.energy(state)
 
+    # -- force-field parameters --------------------------------------------------------------
+    def parameter_sources(self) -> dict[str, str]:
+        """The force-field parameters of the :class:`System` this term holds as tensors.
+
+        Maps the dotted name of each buffer (or parameter) of this module, as
+        ``named_buffers()`` gives it (``"tables.bonds.k"``), to the System parameter it
+        was copied from, named as in :mod:`torchmd_core.parameters`: ``"charges"``,
+        ``"nonbonded.sigma"``, ``"nonbonded.epsilon"``, ``"nonbonded.pair_c12"``,
+        ``"nonbonded.pair_c6"``, or ``"<term>.<value>"`` for a table of
+        ``System.terms`` (``"bonds.k"``, ``"cmap.grid"``). Such tensors keep the
+        System's per-type shape and are read at every evaluation, so that
+        :func:`~torchmd_core.parameters.trainable` can turn them into parameters and
+        :func:`~torchmd_core.parameters.fitted_system` can export them. Default: none.
+        """
+        return {}
+
     # -- neighbours --------------------------------------------------------------------------
     def neighbors(self, state: State) -> Neighbors:
         """Pairs within :attr:`cutoff`: the shared list when attached, else built now.

@@ -167,6 +167,17 @@ class AmberBonded(Potential):
     def term_names(self) -> tuple[str, ...]:
         return self._selected
 
+    def parameter_sources(self) -> dict[str, str]:
+        """Every per-type parameter buffer (``tables.<term>.<value>``) and the charges."""
+        sources = {
+            f"tables.{term}.{value}": f"{term}.{value}"
+            for term, table in self.tables.items()
+            for value in table.parameter_names
+        }
+        if "pairs14" in self.tables:
+            sources["charges"] = "charges"
+        return sources
+
     def energy(self, state: State) -> Tensor:
         terms = self.energy_terms(state)
         total = state.positions.new_zeros(state.n_replicas)

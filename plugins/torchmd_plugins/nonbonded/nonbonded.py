@@ -147,6 +147,7 @@ class Nonbonded(Potential):
     def _register_parameters(self, system: System) -> None:
         n = system.n_atoms
         nb = system.nonbonded
+        self._has_lj = nb is not None
         if nb is None:  # no LJ: one type with ε = 0
             lj_types = torch.zeros(n, dtype=torch.int64)
             sigma = torch.ones(1, dtype=torch.float64)
@@ -201,10 +202,26 @@ class Nonbonded(Potential):
         """(E, 2) System.exclusions, which a standalone neighbour list then omits."""
         return self.exclusions
 
+    def parameter_sources(self) -> dict[str, str]:
+        """``charges`` and, with LJ parameters in the System, σ, ε and pair tables."""
+        sources = {"charges": "charges"}
+        if self._has_lj:
+            for name in ("sigma", "epsilon", "pair_c12", "pair_c6"):
+                sources[name] = f"nonbonded.{name}"
+        return sources
+
     def lj_tables(self) -> tuple[Tensor, Tensor]:
-        """(c12, c6), each (T, T), from the current σ, ε and pair overrides."""
+        """(c12, c6), each (T, T), from the current σ, ε and pair overrides.
+
+        The overrides are symmetrised, (c + cᵀ)/2, so that a trained pair table stays
+        one value per pair of types (the loaders' tables are symmetric already).
+        """
         return kernels.lj_tables(
-            self.sigma, self.epsilon, self.pair_mask, self.pair_c12, self.pair_c6
+            self.sigma,
+            self.epsilon,
+            self.pair_mask,
+            0.5 * (self.pair_c12 + self.pair_c12.T),
+            0.5 * (self.pair_c6 + self.pair_c6.T),
         )
 
     def energy(self, state: State) -> Tensor:
