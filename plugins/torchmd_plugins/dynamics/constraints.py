@@ -176,7 +176,7 @@ class ConstraintSolver:
             )
         if self.pairs.numel():
             corr, done = self._ccma_positions(positions, reference, box)
-            if not bool(done.all()):  # only reached where convergence was checked
+            if done is not None and not bool(done.all()):
                 self.fallbacks += 1
                 corr = torch.where(
                     done[:, None, None], corr, self._newton_positions(positions, box)
@@ -211,7 +211,7 @@ class ConstraintSolver:
             )
         if self.pairs.numel():
             corr, done = self._ccma_velocities(velocities, positions, box)
-            if not bool(done.all()):  # only reached where convergence was checked
+            if done is not None and not bool(done.all()):
                 self.fallbacks += 1
                 corr = torch.where(
                     done[:, None, None],
@@ -243,7 +243,7 @@ class ConstraintSolver:
     # -- CCMA -------------------------------------------------------------------------
     def _ccma_positions(
         self, x: Tensor, ref: Tensor, box: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor | None]:
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         pb = None if box is None else box[:, None]
         s = minimum_image(ref[:, a] - ref[:, b], pb)  # (R, C, 3) reference directions
@@ -273,7 +273,7 @@ class ConstraintSolver:
 
     def _ccma_velocities(
         self, v: Tensor, x: Tensor, box: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor | None]:
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         r = minimum_image(x[:, a] - x[:, b], None if box is None else box[:, None])
         r2 = r.square().sum(-1)
@@ -312,15 +312,15 @@ class ConstraintSolver:
             1, b, -g * inv[b][:, None]
         )
 
-    def _run(self, what: str, iterate: Iteration, like: Tensor) -> Tensor:
-        """Call ``iterate(done) -> done`` until all replicas are done; (R,) done.
+    def _run(self, what: str, iterate: Iteration, like: Tensor) -> Tensor | None:
+        """Call ``iterate(done) -> done`` until all replicas are done.
 
         On the CPU stop as soon as all replicas converged. Elsewhere run the learnt
-        number of iterations without synchronising (and report all done), and every
-        ``verify_every`` calls check and learn.
+        number of iterations without synchronising, and every ``verify_every`` calls
+        check and learn. Returns (R,) done where it was checked, else None.
         """
         done = torch.zeros(like.shape[0], dtype=torch.bool, device=like.device)
-        if like.device.type == "cpu":
+        if self.checks_are_free(like.device):
             for _ in range(self.max_iterations):
                 done = iterate(done)
                 if bool(done.all()):
@@ -331,7 +331,7 @@ class ConstraintSolver:
             done = iterate(done)
         self._calls[what] += 1
         if self._calls[what] % self.verify_every != 1:
-            return torch.ones_like(done)
+            return None
         extra = 0
         while not bool(done.all()) and budget + extra < self.max_iterations:
             done = iterate(done)
@@ -339,6 +339,11 @@ class ConstraintSolver:
         if extra:
             self._budget[what] = min(self.max_iterations, budget + extra + 2)
         return done
+
+    @staticmethod
+    def checks_are_free(device: torch.device) -> bool:
+        """Whether reading a convergence flag costs nothing (no device to wait for)."""
+        return device.type == "cpu"
 
     # -- robust fallbacks: Newton + conjugate gradients -------------------------------
     def _newton_positions(self, x: Tensor, box: Tensor | None) -> Tensor:

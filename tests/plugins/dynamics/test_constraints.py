@@ -111,3 +111,18 @@ def test_constraints_between_massless_atoms_are_refused():
         ConstraintSolver(c, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="tolerance"):
         ConstraintSolver(c, torch.ones(3, dtype=torch.float64), tolerance=0.0)
+
+
+def test_without_free_checks_ccma_learns_its_iteration_count(constrained, monkeypatch):
+    """On accelerators CCMA runs a learnt number of iterations without reading flags
+    (no synchronisation) and verifies every ``verify_every`` calls."""
+    _, solver, x0, moved = constrained
+    monkeypatch.setattr(solver, "checks_are_free", lambda device: False)
+    monkeypatch.setattr(solver, "_budget", {"positions": 1, "velocities": 1})
+    monkeypatch.setattr(solver, "_calls", {"positions": 0, "velocities": 0})
+    first = solver.position_correction(moved, x0)  # a verifying call: learns, converges
+    assert solver._budget["positions"] > 1
+    assert float(solver.relative_errors(moved + first).max()) < 1e-9
+    for _ in range(3):  # unchecked calls with the learnt budget
+        dx = solver.position_correction(moved, x0)
+        assert float(solver.relative_errors(moved + dx).max()) < 1e-8
