@@ -12,11 +12,13 @@ positions or velocities::
     traj.observables.mean().backward()
 
 Memory. Without checkpointing every step keeps its intermediate tensors until the
-backward pass (tens of MB per step for a solvated peptide). With
-``checkpoint_every=k`` only the state at every k-th step is kept; the backward pass
-recomputes each stretch of k steps once (:func:`torch.utils.checkpoint.checkpoint`),
-so memory is about (N/k) states plus the graph of k steps, for roughly one extra
-forward pass of time. k ≈ √(N · graph-of-one-step / state-size) minimises memory.
+backward pass (about 30 MB per step for the solvated alanine dipeptide, 688 atoms,
+in float64). With ``checkpoint_every=k`` the forward pass runs like plain MD (no
+graph) and keeps only the state at every k-th step; the backward pass reruns each
+stretch of k steps with its graph, once, and differentiates it. Memory is then about
+N/k states plus the graph of k steps, for the price of one extra (plain) forward
+pass; k ≈ √(N · graph-of-one-step / state-size) minimises memory. The
+differentiable-simulation guide lists measured figures.
 
 Random numbers. Langevin noise is reparameterised: it comes from the integrator's
 seeded per-replica generators, independent of the parameters, so gradients flow
@@ -37,7 +39,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from torchmd_core.integrator import Integrator
 from torchmd_core.potential import Potential, PotentialSum
@@ -79,6 +80,7 @@ def simulate(
     clip_grad_norm: float | None = None,
     setup: bool = True,
     seed: int | None = None,
+    parameters: Sequence[Tensor] = (),
 ) -> Trajectory:
     """Advance ``state`` by ``steps`` steps keeping the autograd graph.
 
@@ -92,21 +94,25 @@ def simulate(
             do not match the number of replicas (or when ``seed`` is given).
         state: the starting state (R replicas).
         steps: number of steps.
-        checkpoint_every: recompute the graph of stretches of this many steps in the
-            backward pass instead of storing it (None: store everything).
+        checkpoint_every: run stretches of this many steps without a graph and
+            recompute each one with its graph in the backward pass (None: keep the
+            graph of every step).
         observable: evaluated every ``record_every`` steps; ``(R, ...)`` tensors.
         record_every: steps between recorded frames (the first frame is the state
             after ``record_every`` steps).
         record_positions: also return the positions of every recorded frame.
         clip_grad_norm: rescale the gradients flowing back into each step's
             positions, velocities and forces (each separately) so that their norm per
-            replica is at most this (tames the
-            exponential growth of gradients through long chaotic trajectories, at
-            the cost of a biased gradient). None: exact gradients.
+            replica is at most this: tames the exponential growth of gradients
+            through long chaotic trajectories, at the cost of a biased gradient.
+            None: exact gradients.
         setup: call ``integrator.setup`` first (constraints, forces of the first
             state), as :class:`~torchmd_core.simulation.Simulation` does for a new
             state.
         seed: reseed the integrator's generators with this seed.
+        parameters: with checkpointing, further tensors that the observable (or a
+            custom integrator) reads and that need gradients; the potential's
+            parameters and buffers that require grad are always included.
 
     Returns:
         The :class:`Trajectory`.
@@ -125,7 +131,13 @@ def simulate(
     if setup:
         state = integrator.setup(state, total)
     runner = _Runner(
-        total, integrator, observable, record_every, record_positions, clip_grad_norm
+        total,
+        integrator,
+        observable,
+        record_every,
+        record_positions,
+        clip_grad_norm,
+        parameters,
     )
     start = state.step
     length = steps if checkpoint_every is None else checkpoint_every
@@ -170,6 +182,7 @@ class _Runner:
         record_every: int,
         record_positions: bool,
         clip: float | None,
+        parameters: Sequence[Tensor] = (),
     ) -> None:
         self.potential = potential
         self.integrator = integrator
@@ -177,6 +190,14 @@ class _Runner:
         self.record_every = record_every
         self.record_positions = record_positions
         self.clip = clip
+        #: Every tensor a stretch depends on, besides its starting state, that needs
+        #: gradients: the potential's, and those the caller names (the observable's).
+        own = [
+            t
+            for t in (*potential.parameters(), *potential.buffers())
+            if t.requires_grad
+        ]
+        self.parameters = _unique([*own, *parameters])
 
     def stretch(
         self, state: State, n: int, start: int, recompute: bool
@@ -184,33 +205,17 @@ class _Runner:
         """``n`` steps from ``state``: the new state, observables, positions, steps."""
         if not recompute or not torch.is_grad_enabled():
             return self._steps(state, n, start)
-        template = state
-        tensors = _pack(state)
-        begin = (self._rng_state(), self._neighbor_state())
-        ends: list[tuple[object, object]] = []
-
-        def run(
-            *inputs: Tensor,
-        ) -> tuple[tuple[Tensor, ...], list[Tensor], list[Tensor]]:
-            # The first pass and the recomputation both start from the same random
-            # streams and neighbour list, and leave the current ones as they were.
-            current = (self._rng_state(), self._neighbor_state())
-            self._restore(*begin)
-            try:
-                new, obs, pos, _ = self._steps(_unpack(template, inputs), n, start)
-                ends.append((self._rng_state(), self._neighbor_state()))
-            finally:
-                self._restore(*current)
-            return _pack(new), obs, pos
-
-        packed, obs, pos = checkpoint(run, *tensors, use_reentrant=False)
-        self._restore(*ends[0])
-        new = _unpack(template, packed).replace(
-            step=template.step + n,
-            time_ps=template.time_ps + n * self.integrator.timestep_ps,
+        job = _Job(self, state, n, start)
+        outputs = _CheckpointedStretch.apply(  # type: ignore[no-untyped-call]
+            job, *_pack(state), *self.parameters
         )
-        frames = self._frames(template.step, n, start)
-        return new, obs, pos, frames
+        k = len(_FIELDS)
+        new = _unpack(state, outputs[:k]).replace(
+            step=state.step + n, time_ps=state.time_ps + n * self.integrator.timestep_ps
+        )
+        obs = list(outputs[k : k + job.n_observed])
+        pos = list(outputs[k + job.n_observed :])
+        return new, obs, pos, self._frames(state.step, n, start)
 
     def _steps(
         self, state: State, n: int, start: int
@@ -238,6 +243,10 @@ class _Runner:
         ]
 
     # -- what a recomputation must rewind ------------------------------------------
+    def snapshot(self) -> tuple[object, object]:
+        """Where the random streams and the neighbour list stand."""
+        return self._rng_state(), self._neighbor_state()
+
     def _rng_state(self) -> list[Tensor]:
         return [g.get_state() for g in self.integrator.generators]
 
@@ -253,6 +262,77 @@ class _Runner:
         if nl is not None and neighbors is not None:
             assert isinstance(neighbors, tuple)
             nl.restore(neighbors)
+
+
+class _Job:
+    """One checkpointed stretch: what its forward pass needs and leaves behind."""
+
+    def __init__(self, runner: _Runner, state: State, n: int, start: int) -> None:
+        self.runner, self.template, self.n, self.start = runner, state, n, start
+        self.begin: tuple[object, object] = runner.snapshot()
+        self.n_observed = 0
+
+
+class _CheckpointedStretch(torch.autograd.Function):
+    """``n`` steps whose graph is rebuilt in the backward pass instead of stored.
+
+    Forward: the steps without a graph (as plain MD: analytic forces where a term has
+    them). Backward: the same steps again from the saved starting state, random
+    streams and neighbour list, with the graph, then one vector-Jacobian product to
+    the starting state and the parameters. (Unlike
+    :func:`torch.utils.checkpoint.checkpoint`, nothing is recomputed while the forward
+    pass itself differentiates energies into forces.)
+    """
+
+    @staticmethod
+    def forward(ctx: Any, job: _Job, *inputs: Tensor) -> tuple[Tensor, ...]:
+        k = len(_FIELDS)
+        runner = job.runner
+        runner._restore(*job.begin)
+        new, obs, pos, _ = runner._steps(
+            _unpack(job.template, inputs[:k]), job.n, job.start
+        )
+        job.n_observed = len(obs)
+        ctx.job = job
+        ctx.save_for_backward(*inputs[:k])
+        ctx.set_materialize_grads(False)
+        ids = {id(t) for t in inputs}
+        outputs = (*_pack(new), *obs, *pos)
+        # an input handed back unchanged (the box) must be a new tensor for autograd
+        return tuple(t.clone() if id(t) in ids else t for t in outputs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        job: _Job = ctx.job
+        runner = job.runner
+        starts = [t.detach().requires_grad_(t.requires_grad) for t in ctx.saved_tensors]
+        current = runner.snapshot()
+        runner._restore(*job.begin)
+        try:
+            with torch.enable_grad():
+                new, obs, pos, _ = runner._steps(
+                    _unpack(job.template, starts), job.n, job.start
+                )
+        finally:
+            runner._restore(*current)
+        outputs = (*_pack(new), *obs, *pos)
+        used = [
+            (out, g)
+            for out, g in zip(outputs, grads, strict=True)
+            if g is not None and out.requires_grad
+        ]
+        targets = [t for t in starts if t.requires_grad] + list(runner.parameters)
+        found: Sequence[Tensor | None] = [None] * len(targets)
+        if used and targets:
+            found = torch.autograd.grad(
+                [out for out, _ in used],
+                targets,
+                [g for _, g in used],
+                allow_unused=True,
+            )
+        it = iter(found)
+        state_grads = [next(it) if t.requires_grad else None for t in starts]
+        return (None, *state_grads, *it)
 
 
 # -- states as tuples of tensors (checkpoint takes and returns tensors) ----------------
@@ -291,6 +371,16 @@ def clip_gradient_norm(tensor: Tensor, max_norm: float) -> Tensor:
         return clipped
 
     out.register_hook(clip)  # type: ignore[no-untyped-call]
+    return out
+
+
+def _unique(tensors: Sequence[Tensor]) -> list[Tensor]:
+    seen: set[int] = set()
+    out = []
+    for t in tensors:
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
     return out
 
 

@@ -1,9 +1,10 @@
-"""Real force-field systems for the differentiable-simulation tests: the stored inputs of
-tests/data with the amber + nonbonded potentials, at the OpenMM reference positions."""
+"""Real force-field systems for the differentiable-simulation tests: the stored inputs
+of tests/data with the amber + nonbonded potentials, at the OpenMM reference
+positions."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 from torchmd_plugins.amber.bonded import AmberBonded
@@ -20,7 +21,7 @@ MODES = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def system(name: str) -> System:
     return load_system(name)
 
@@ -41,8 +42,8 @@ def reference_potential(name: str, mode: str = "nocutoff") -> PotentialSum:
 
 
 def reference_state(name: str, mode: str = "nocutoff", n_replicas: int = 1) -> State:
-    """The reference positions (and box in periodic modes), float64, jittered per replica
-    beyond the first so that replicas differ."""
+    """The reference positions (and box in periodic modes), float64; the replicas
+    after the first are jittered so that they differ."""
     ref = load_reference(f"{name}__{mode}")
     state = ref.state(torch.float64, periodic=mode == "rf_periodic")
     if n_replicas == 1:

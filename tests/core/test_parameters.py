@@ -62,7 +62,10 @@ CASES = [
     ),
     # The box's one NBFIX pair (Na+/Cl-) is beyond the cutoff: only the dispersion
     # correction, which exerts no force, depends on it.
-    ("waterbox", "rf_periodic", ("nonbonded.pair_c12", "nonbonded.pair_c6"), ("energy",)),
+    (
+        "waterbox", "rf_periodic", ("nonbonded.pair_c12", "nonbonded.pair_c6"),
+        ("energy",),
+    ),
 ]  # fmt: skip
 FAMILY_CASES = [
     pytest.param(name, mode, family, quantity, id=f"{name}-{family}-{quantity}")
