@@ -19,6 +19,7 @@ from torchmd_core.config import (
 from torchmd_core.errors import (
     CheckpointError,
     ConfigError,
+    DistributedError,
     InputFileError,
     NumericalInstabilityError,
     OutputExistsError,
@@ -30,6 +31,7 @@ from torchmd_core.errors import (
     TopologyError,
     TorchMDError,
 )
+from torchmd_core.export import ExportError, export_parameters
 from torchmd_core.hookspecs import hookimpl, hookspec
 from torchmd_core.integrator import (
     Integrator,
@@ -46,6 +48,13 @@ from torchmd_core.loader import (
 )
 from torchmd_core.minimize import minimize
 from torchmd_core.neighbors import NeighborList, Neighbors, build_pairs
+from torchmd_core.parameters import (
+    fitted_system,
+    freeze,
+    parameter_names,
+    parameter_values,
+    trainable,
+)
 from torchmd_core.plugins import default_registry, discover, isolated_registry
 from torchmd_core.potential import Potential, PotentialConfig, PotentialSum
 from torchmd_core.registry import Registry
@@ -66,6 +75,7 @@ from torchmd_core.system import (
     System,
     VirtualSites,
 )
+from torchmd_core.trajectory import Trajectory, simulate
 from torchmd_core.virtual_sites import distribute_site_forces, place_virtual_sites
 
 __version__ = "0.1.0"
@@ -81,6 +91,8 @@ __all__ = [
     "Constraints",
     "CoordinateLoader",
     "Coordinates",
+    "ExportError",
+    "DistributedError",
     "Frame",
     "InputFileError",
     "Integrator",
@@ -115,12 +127,16 @@ __all__ = [
     "TopologyError",
     "TopologyLoader",
     "TorchMDError",
+    "Trajectory",
     "VirtualSites",
     "__version__",
     "build_pairs",
     "default_registry",
     "discover",
     "distribute_site_forces",
+    "export_parameters",
+    "fitted_system",
+    "freeze",
     "hookimpl",
     "hookspec",
     "isolated_registry",
@@ -129,10 +145,14 @@ __all__ = [
     "load_config",
     "maxwell_boltzmann_velocities",
     "minimize",
+    "parameter_names",
+    "parameter_values",
     "parse_config",
     "place_virtual_sites",
     "replica_generators",
     "replica_normal",
     "save_checkpoint",
+    "simulate",
     "temperature",
+    "trainable",
 ]

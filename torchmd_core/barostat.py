@@ -28,6 +28,9 @@ class Barostat(Component, ABC):
     positions. Random numbers come from one generator per replica (see :meth:`seed`)."""
 
     Config: ClassVar[type[ComponentConfig]] = BarostatConfig
+    #: Keys of :meth:`state_dict` with one entry per replica (see
+    #: :attr:`torchmd_core.Integrator.replica_state_keys`).
+    replica_state_keys: ClassVar[tuple[str, ...]] = ("generators",)
 
     def __init__(self, config: ComponentConfig, system: System) -> None:
         self.config = config

@@ -7,6 +7,7 @@ step, problems of one kind collected together.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from torchmd_core.registry import Registry
 from torchmd_core.simulation import Simulation, maxwell_boltzmann_velocities
 from torchmd_core.state import State
 from torchmd_core.system import System
+
+if TYPE_CHECKING:
+    from torchmd_core.distributed import ReplicaGroup
 
 __all__ = ["build_potentials", "build_simulation", "load_system", "resolve_device", "resolve_dtype"]
 
@@ -174,12 +178,26 @@ def _bare(err: Exception) -> str:
     return text
 
 
-def build_simulation(config: SimulationConfig, registry: Registry | None = None) -> Simulation:
-    """Load the system and make every component of ``config``; check them together."""
+def build_simulation(
+    config: SimulationConfig,
+    registry: Registry | None = None,
+    group: ReplicaGroup | None = None,
+) -> Simulation:
+    """Load the system and make every component of ``config``; check them together.
+
+    With ``group`` (a process of a distributed run, see
+    :mod:`torchmd_core.distributed`) only the replicas ``group.replicas`` are made, on
+    the device of this process.
+    """
     from torchmd_core.plugins import default_registry
 
     registry = registry or default_registry()
-    device = resolve_device(config.device)
+    device = (
+        resolve_device(config.device)
+        if group is None
+        else group.device_for(config.device)
+    )
+    replicas = range(config.n_replicas) if group is None else group.replicas
     dtype = resolve_dtype(config.precision)
     system, coords = load_system(config.system, registry)
     system = prepare_system(system, config.system)
@@ -194,10 +212,26 @@ def build_simulation(config: SimulationConfig, registry: Registry | None = None)
     for extra in registry.hook.torchmd_core_add_reporters(config=config, system=system):
         reporters.extend(extra or [])
     _check_cutoffs(config, potentials, coords)
+    exchange = None
+    if config.exchange is not None:
+        from torchmd_core.exchange import ReplicaExchange
+
+        if barostat is not None:
+            raise ConfigError(
+                "exchange: temperature replica exchange runs at constant volume; "
+                "remove the barostat (or the exchange section)"
+            )
+        exchange = ReplicaExchange.from_config(config.exchange, config.seed)
+        reporters.extend(exchange.reporters(system))
     state = State.from_coordinates(
-        coords.positions, coords.box, n_replicas=config.n_replicas, dtype=dtype, device=device
+        coords.positions, coords.box, n_replicas=len(replicas), dtype=dtype,
+        device=device,
     )
-    state = state.replace(velocities=_initial_velocities(config, system, coords, integrator.temperature_K, dtype, device))
+    bath = integrator.temperature_K
+    velocities = _initial_velocities(
+        config, system, coords, bath, dtype, device, replicas
+    )
+    state = state.replace(velocities=velocities)
     return Simulation(
         system,
         potentials,
@@ -209,6 +243,8 @@ def build_simulation(config: SimulationConfig, registry: Registry | None = None)
         config=config,
         seed=config.seed,
         skin=config.neighbor_skin_A,
+        group=group,
+        exchange=exchange,
     )
 
 
@@ -242,14 +278,23 @@ def _initial_velocities(
     bath_K: float | None,
     dtype: torch.dtype,
     device: torch.device,
+    replicas: range,
 ) -> torch.Tensor:
     t_init = config.initial_temperature_K
     if t_init is None and coords.velocities is not None:
         v = coords.velocities.to(device=device, dtype=dtype)
-        return v.unsqueeze(0).expand(config.n_replicas, *v.shape).clone()
+        return v.unsqueeze(0).expand(len(replicas), *v.shape).clone()
+    if t_init is None and config.exchange is not None:  # each at its own temperature
+        ladder = torch.tensor(config.exchange.temperatures_K, dtype=torch.float64)
+        ladder = ladder[list(replicas)]
+        unit = maxwell_boltzmann_velocities(
+            system, 1.0, seed=config.seed, replicas=replicas
+        )
+        return (unit * ladder.sqrt()[:, None, None]).to(device=device, dtype=dtype)
     if t_init is None:
         t_init = bath_K or 0.0
     return maxwell_boltzmann_velocities(
-        system, t_init, config.n_replicas, config.seed, dtype=dtype, device=device
+        system, t_init, config.n_replicas, config.seed, dtype=dtype, device=device,
+        replicas=replicas,
     )
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "atomic_save",
+    "checkpoint_payload",
     "config_differences",
     "load_checkpoint",
     "read_checkpoint",
@@ -43,8 +44,6 @@ __all__ = [
 FORMAT = "torchmd-core-checkpoint"
 VERSION = 2
 
-#: Config fields that may change between run segments.
-_MAY_CHANGE = {"steps", "reporters"}
 
 
 def system_signature(system: System) -> str:
@@ -96,8 +95,21 @@ def save_checkpoint(simulation: Simulation, path: str | Path) -> None:
     """Write the simulation's current state atomically to ``path``.
 
     Reporters are flushed first, so their files hold at least what the checkpoint
-    records.
+    records. In a distributed run (``simulation.group``) every process calls this:
+    rank 0 gathers all replicas and writes one file, the same as a single process
+    would (see :mod:`torchmd_core.distributed`).
     """
+    payload = checkpoint_payload(simulation)
+    if simulation.group is not None:
+        gathered = simulation.group.gather_checkpoint(simulation, payload)
+        if gathered is None:  # not rank 0
+            return
+        payload = gathered
+    atomic_save(payload, path)
+
+
+def checkpoint_payload(simulation: Simulation) -> dict[str, Any]:
+    """What :func:`save_checkpoint` writes, for this process's replicas."""
     state = simulation.state
     for reporter in simulation.reporters:
         reporter.flush()
@@ -131,9 +143,12 @@ def save_checkpoint(simulation: Simulation, path: str | Path) -> None:
         if simulation.barostat is None
         else simulation.barostat.state_dict(),
         "reporters": reporter_states(simulation),
+        "exchange": None
+        if simulation.exchange is None
+        else simulation.exchange.state_dict(),
         "extra": extra,
     }
-    atomic_save(payload, path)
+    return payload
 
 
 def reporter_states(simulation: Simulation) -> dict[str, Any]:
@@ -203,7 +218,10 @@ def load_checkpoint(
         CheckpointError: the checkpoint belongs to another system or configuration, or
             cannot be read.
     """
-    payload = read_checkpoint(path)
+    if simulation.group is None:
+        payload = read_checkpoint(path)
+    else:  # rank 0 reads; each process receives its replicas' part
+        payload = simulation.group.read_checkpoint(simulation, path)
     _check_same_system(simulation, payload, path)
     if strict and simulation.config is not None:
         _check_same_config(simulation.config, payload, path)
@@ -251,6 +269,8 @@ def load_checkpoint(
             f"checkpoint '{path}': the integrator or barostat state does not fit this "
             f"simulation ({err}); resume with the config that wrote it"
         ) from None
+    if simulation.exchange is not None and payload.get("exchange") is not None:
+        simulation.exchange.load_state_dict(payload["exchange"])
     _load_reporter_states(simulation, payload.get("reporters") or {})
     simulation.registry.hook.torchmd_core_checkpoint_load(
         simulation=simulation, extra=payload.get("extra") or {}
@@ -314,8 +334,8 @@ def _check_same_config(
         )
         raise CheckpointError(
             f"checkpoint '{path}' was written with a different configuration:\n"
-            f"{shown}{more}\nOnly 'steps' and 'reporters' may change when resuming; "
-            "resume with the config that wrote the checkpoint"
+            f"{shown}{more}\nOnly 'steps', 'reporters' and 'distributed' may change "
+            "when resuming; resume with the config that wrote the checkpoint"
         )
 
 
@@ -323,7 +343,9 @@ def comparable_config(config: SimulationConfig) -> dict[str, Any]:
     """The config as plain JSON data without the fields that may change between
     segments; file paths reduced to their names (the same inputs may be reached from
     another working directory)."""
-    data = config.model_dump(mode="python", exclude=_MAY_CHANGE)
+    from torchmd_core.config import _segment_fields
+
+    data = config.model_dump(mode="python", exclude=_segment_fields(config))
     plain: dict[str, Any] = json.loads(json.dumps(_names_of_paths(data)))
     return plain
 

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, create_model, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from torchmd_core.barostat import BarostatConfig
 from torchmd_core.component import ComponentConfig
@@ -33,6 +42,8 @@ from torchmd_core.registry import Registry
 from torchmd_core.reporter import ReporterConfig
 
 __all__ = [
+    "DistributedConfig",
+    "ExchangeConfig",
     "MinimizeConfig",
     "SimulationConfig",
     "SystemConfig",
@@ -105,6 +116,65 @@ class MinimizeConfig(_Frozen):
     max_iterations: int = Field(1000, gt=0, description="Upper limit on L-BFGS iterations.")
 
 
+class DistributedConfig(_Frozen):
+    """How a run launched by ``torchrun`` shares its replicas between processes
+    (see :mod:`torchmd_core.distributed`). Ignored by single-process runs; may change
+    between run segments (a run may resume on another number of processes)."""
+
+    reporters: Literal["per_rank", "gather"] = Field(
+        default="per_rank",
+        description="per_rank: each process writes the per-replica files (dcd, xtc, "
+        "pdb) of its own replicas, rank 0 writes the rest (csv) from gathered "
+        "frames; gather: rank 0 writes every file from frames gathered from all "
+        "processes. The files are the same either way.",
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        default="auto",
+        description="torch.distributed backend of the process group: auto is nccl "
+        "when the device is cuda, else gloo. Control messages always use gloo.",
+    )
+    timeout_s: float = Field(
+        default=600.0,
+        gt=0.0,
+        description="Seconds a process waits for the others at a collective "
+        "operation before it gives up with an error (a hung or lost process).",
+    )
+    sync_interval: int = Field(
+        default=100,
+        gt=0,
+        description="Steps between the checks where processes agree to stop (Ctrl-C, "
+        "SIGTERM) or learn that another one failed; reporting steps are checks too.",
+    )
+
+
+class ExchangeConfig(_Frozen):
+    """Temperature replica exchange (parallel tempering) between the replicas."""
+
+    temperatures_K: tuple[float, ...] = Field(
+        min_length=2,
+        description="Bath temperature of each temperature slot, K, increasing; one per "
+        "replica (replica r starts at temperatures_K[r]). Neighbouring slots swap.",
+    )
+    interval: int = Field(
+        gt=0,
+        description="Steps between exchange attempts (even and odd pairs alternate).",
+    )
+    file: Path | None = Field(
+        default=None,
+        description="Exchange log (CSV, relative to the config file): per attempt, the "
+        "replica at each temperature and which neighbouring pairs swapped.",
+    )
+
+    @field_validator("temperatures_K")
+    @classmethod
+    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if min(v) <= 0:
+            raise ValueError("temperatures must be > 0 K")
+        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("temperatures must increase strictly (neighbours swap)")
+        return v
+
+
 class SimulationConfig(_Frozen):
     """A whole simulation: system, potentials, integrator, outputs and run options."""
 
@@ -133,15 +203,41 @@ class SimulationConfig(_Frozen):
     neighbor_skin_A: float = Field(
         1.0, ge=0.0, description="Verlet skin of the shared neighbour list, Å."
     )
+    exchange: ExchangeConfig | None = Field(
+        None, description="Temperature replica exchange between the replicas."
+    )
+    distributed: DistributedConfig = Field(
+        default=DistributedConfig(),
+        description="Runs launched by torchrun: how replicas and outputs are shared.",
+    )
+
+    @model_validator(mode="after")
+    def _exchange_ladder(self) -> SimulationConfig:
+        ex = self.exchange
+        if ex is not None and len(ex.temperatures_K) != self.n_replicas:
+            raise ValueError(
+                f"exchange.temperatures_K: {len(ex.temperatures_K)} temperatures for "
+                f"n_replicas: {self.n_replicas}; give one temperature per replica"
+            )
+        return self
 
     def fingerprint(self) -> str:
         """A hash of everything that defines the simulated system and its physics.
 
         Checkpoints store it; ``steps`` and reporters may change between segments.
         """
-        data = self.model_dump(mode="json", exclude={"steps", "reporters"})
+        data = self.model_dump(mode="json", exclude=_segment_fields(self))
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _segment_fields(config: SimulationConfig) -> set[str]:
+    """Fields that may change between run segments, and ``exchange`` when unset
+    (checkpoints written before it existed stay valid)."""
+    fields = {"steps", "reporters", "distributed"}
+    if config.exchange is None:
+        fields.add("exchange")
+    return fields
 
 
 # -- parsing -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DistributedError",
     "InputFileError",
     "NumericalInstabilityError",
     "OutputExistsError",
@@ -96,6 +97,20 @@ class SimulationError(TorchMDError):
 
 class NumericalInstabilityError(SimulationError):
     """Energies, forces or positions became non-finite (or exploded) during a run."""
+
+
+class DistributedError(SimulationError):
+    """A process of a distributed run failed, or lost contact with the others; every
+    process stops with it. ``exit_code`` is that of the failure (2 for bad input)."""
+
+    def __init__(
+        self, message: str, exit_code: int = 1, lost_contact: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        #: True when the processes could not agree (one died or hung): each process
+        #: then reports its own view.
+        self.lost_contact = lost_contact
 
 
 def join_problems(problems: Iterable[str]) -> str:

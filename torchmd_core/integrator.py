@@ -44,6 +44,11 @@ class Integrator(Component, ABC):
     #: (see :class:`~torchmd_core.constraints.ConstraintProjector`); None when the
     #: integrator applies no constraints.
     constraint_solver: ConstraintProjector | None = None
+    #: Keys of :meth:`state_dict` that hold one entry per replica (lists, or tensors
+    #: whose first dimension is the replica): a distributed run's checkpoint joins
+    #: them from every process, and splits them again when it resumes on another
+    #: number of processes. Other keys are taken from rank 0.
+    replica_state_keys: ClassVar[tuple[str, ...]] = ("generators",)
 
     def __init__(self, config: ComponentConfig, system: System) -> None:
         self.config = config
@@ -69,6 +74,23 @@ class Integrator(Component, ABC):
     def removes_com_motion(self) -> bool:
         """Whether centre-of-mass motion is removed (it changes the degrees of freedom)."""
         return bool(getattr(self.config, "remove_com_motion", False))
+
+    def set_replica_temperatures(self, temperatures_K: Tensor | None) -> None:
+        """Give replica ``r`` the bath temperature ``temperatures_K[r]`` (K, shape
+        (R,)), as temperature replica exchange does; None returns every replica to the
+        configured ``temperature_K``. Thermostatted integrators override this; the
+        default refuses.
+
+        Raises:
+            ConfigError: the integrator has no heat bath.
+        """
+        from torchmd_core.errors import ConfigError
+
+        raise ConfigError(
+            f"integrator '{self.kind_name()}' has no heat bath whose temperature could "
+            "be set per replica; temperature replica exchange needs a thermostatted "
+            "integrator (langevin)"
+        )
 
     def seed(self, seed: int, n_replicas: int, device: torch.device | str = "cpu") -> None:
         """Create the per-replica generators: replica ``r`` is seeded ``seed + r``."""

@@ -73,6 +73,13 @@ class RunInfo:
         header: provenance lines (versions, plugins) for file headers.
         simulation: the running simulation (for reporters such as checkpoints that
             need more than a frame), or None when a reporter is driven by hand.
+        first_replica: global index of the first replica in the frames: replica
+            ``r`` of a frame is replica ``first_replica + r`` of the ensemble (not 0
+            only for :attr:`Reporter.per_replica` reporters of a distributed run).
+        total_replicas: replicas in the whole ensemble (None: ``n_replicas``); name
+            per-replica outputs by it (see ``replica_paths`` of the built-ins), so a
+            run split across processes writes the files of a single-process run.
+        extras: names of the per-replica quantities in :attr:`Frame.extras`.
     """
 
     system: System
@@ -86,6 +93,9 @@ class RunInfo:
     overwrite: bool = False
     header: tuple[str, ...] = ()
     simulation: Simulation | None = None
+    first_replica: int = 0
+    total_replicas: int | None = None
+    extras: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +112,9 @@ class Frame:
         energy_terms: name → (R,) kcal/mol, when some reporter needs them.
         forces: (R, N, 3) kcal/mol/Å, when some reporter needs them.
         speed_ns_day: simulation speed since the previous report, or None.
+        extras: further per-replica quantities, name → (R,) tensor (e.g. each
+            replica's bath temperature under replica exchange); their names are in
+            :attr:`RunInfo.extras`.
     """
 
     state: State
@@ -136,6 +149,16 @@ class Reporter(Component, ABC):
     #: when that step is not a multiple of :attr:`interval` (final structures, the
     #: checkpoint a later ``--resume`` continues from).
     at_end: ClassVar[bool] = False
+    #: Writes each replica on its own (one file per replica). In a distributed run
+    #: (see :mod:`torchmd_core.distributed`) each process then runs it on frames of
+    #: its own replicas, naming outputs by :attr:`RunInfo.first_replica` and
+    #: :attr:`RunInfo.total_replicas`; other reporters run on rank 0 only, on frames
+    #: gathered from every process.
+    per_replica: ClassVar[bool] = False
+    #: In a distributed run, :meth:`report` runs on every process with that process's
+    #: frame, and the reporter itself communicates (checkpoint writers: every process
+    #: sends its replicas' state and rank 0 writes).
+    collective: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig, system: System) -> None:
         self.config = config

@@ -4,24 +4,35 @@ stop cleanly on Ctrl-C (or SIGTERM) with a checkpoint, and explain failures.
 Exit codes: 0 done, 1 the run failed (:class:`~torchmd_core.errors.SimulationError`),
 2 bad input, 130 interrupted by Ctrl-C and 143 by SIGTERM (a checkpoint was written
 and the message says how to continue).
+
+Started by ``torchrun`` with several processes, every process runs its share of the
+replicas (see :mod:`torchmd_core.distributed`); rank 0 draws the progress bar and
+prints the messages, for all of them.
 """
 
 from __future__ import annotations
 
+import io
 import signal
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
 from torchmd_core import units
 from torchmd_core.checkpoint import load_checkpoint, save_checkpoint
-from torchmd_core.config import load_config
-from torchmd_core.errors import ConfigError, SimulationError
+from torchmd_core.config import SimulationConfig, load_config
+from torchmd_core.distributed import (
+    ReplicaGroup,
+    join,
+    launch_rank,
+    reported_by_rank_zero,
+)
+from torchmd_core.errors import ConfigError, SimulationError, TorchMDError
 from torchmd_core.reporter import Reporter
 from torchmd_core.simulation import Simulation
 
@@ -116,26 +127,59 @@ def run_config(
             only when it is a terminal.
     """
     out = stream if stream is not None else sys.stderr
-    config = load_config(config_path)
-    simulation = Simulation.from_config(config)
-    if resume is not None:
-        load_checkpoint(simulation, resume)
-    remaining = config.steps - simulation.state.step
-    if remaining < 0:
-        raise ConfigError(
-            f"steps: the checkpoint is at step {simulation.state.step}, beyond the "
-            f"config's steps ({config.steps}); raise 'steps' to continue the run"
-        )
-    if not overwrite:  # refuse before minimising, not after
-        simulation.check_outputs(resume=resume is not None)
-    if resume is None and config.minimize is not None:
-        simulation.minimize(
-            config.minimize.tolerance_kcal_mol_A, config.minimize.max_iterations
-        )
+    rank = launch_rank()
+    group: ReplicaGroup | None = None
+    try:
+        config = load_config(config_path)
+        group = join(config)
+        if group is not None and group.rank != 0:  # rank 0 speaks for every process
+            quiet, out = True, io.StringIO()
+        return _run(config, config_path, group, resume, overwrite, quiet, out)
+    except TorchMDError as err:
+        if rank and (group is None or reported_by_rank_zero(err)):
+            return err.exit_code  # rank 0 printed the same
+        raise
+    finally:
+        if group is not None:
+            group.close()
+
+
+def _together(group: ReplicaGroup | None) -> AbstractContextManager[None]:
+    return nullcontext() if group is None else group.together()
+
+
+def _run(
+    config: SimulationConfig,
+    config_path: Path,
+    group: ReplicaGroup | None,
+    resume: Path | None,
+    overwrite: bool,
+    quiet: bool,
+    out: TextIO,
+) -> int:
+    with _together(group):
+        simulation = Simulation.from_config(config, group=group)
+    with _together(group):
+        if resume is not None:
+            load_checkpoint(simulation, resume)
+    with _together(group):
+        remaining = config.steps - simulation.state.step
+        if remaining < 0:
+            raise ConfigError(
+                f"steps: the checkpoint is at step {simulation.state.step}, beyond the "
+                f"config's steps ({config.steps}); raise 'steps' to continue the run"
+            )
+        if not overwrite:  # refuse before minimising, not after
+            simulation.check_outputs(resume=resume is not None)
+        if resume is None and config.minimize is not None:
+            simulation.minimize(
+                config.minimize.tolerance_kcal_mol_A, config.minimize.max_iterations
+            )
     bar = ProgressBar(out) if not quiet and _is_terminal(out) else None
     started = time.perf_counter()
     first = simulation.state.step
-    with _stop_on_signals(simulation) as received:
+    # Distributed: torchrun passes a Ctrl-C on to its processes, which see it twice.
+    with _stop_on_signals(simulation, abort_on_second=group is None) as received:
         try:
             simulation.run(
                 remaining, resume=resume is not None, overwrite=overwrite, progress=bar
@@ -147,8 +191,15 @@ def run_config(
         finally:
             if bar is not None:
                 bar.finish()
-    if received:
-        return _interrupted(simulation, config_path, received[0], out)
+    signum = received[0] if received else 0
+    if group is not None:  # a stop one process received stopped them all
+        early = simulation.state.step < config.steps
+        signum = group.sync(signum or int(early))
+    if signum:
+        if signum not in _EXIT_CODES:  # stopped by a request without a signal
+            signum = signal.SIGTERM
+        with _together(group):
+            return _interrupted(simulation, config_path, signum, out)
     if not quiet:
         elapsed = time.perf_counter() - started
         done = simulation.state.step - first
@@ -162,6 +213,8 @@ def run_config(
             f"{speed:.2f} ns/day)",
             file=out,
         )
+        if simulation.exchange is not None:
+            print(simulation.exchange.summary(), file=out)
     return 0
 
 
@@ -196,21 +249,28 @@ def _with_resume_hint(
         message += (
             "\nNo checkpoint was written (add a 'checkpoint' reporter to keep one)."
         )
-    return type(err)(message)
+    hinted = type(err)(message)
+    hinted.__dict__.update(err.__dict__)  # exit code, how processes agreed on it
+    return hinted
 
 
 @contextmanager
-def _stop_on_signals(simulation: Simulation) -> Iterator[list[int]]:
+def _stop_on_signals(
+    simulation: Simulation, abort_on_second: bool = True
+) -> Iterator[list[int]]:
     """While inside, Ctrl-C and SIGTERM ask the simulation to stop after the current
-    step (the list yielded receives the signal); a second Ctrl-C interrupts at once."""
+    step (the list yielded receives the signal); a second Ctrl-C interrupts at once
+    (unless not ``abort_on_second``)."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        if received:  # asked twice: stop now, without a new checkpoint
+        if received and abort_on_second:  # asked twice: stop now, no new checkpoint
             raise KeyboardInterrupt
+        if received:
+            return
         received.append(signum)
         simulation.request_stop()
 

@@ -38,6 +38,8 @@ from torchmd_core.system import System
 
 if TYPE_CHECKING:
     from torchmd_core.config import SimulationConfig
+    from torchmd_core.distributed import ReplicaGroup
+    from torchmd_core.exchange import ReplicaExchange
     from torchmd_core.registry import Registry
 
 __all__ = [
@@ -67,6 +69,12 @@ class Simulation:
         config: the configuration this simulation was built from, if any.
         seed: seed of the random streams (integrator, barostat).
         skin: Verlet skin of the shared neighbour list, Å.
+        group: this process's share of a distributed run (see
+            :mod:`torchmd_core.distributed`): the state holds replicas
+            ``group.replicas`` of the ensemble, which keep their global identity
+            (random streams, file names).
+        exchange: temperature replica exchange between the replicas (see
+            :mod:`torchmd_core.exchange`).
     """
 
     def __init__(
@@ -81,6 +89,8 @@ class Simulation:
         config: SimulationConfig | None = None,
         seed: int = 0,
         skin: float = 1.0,
+        group: ReplicaGroup | None = None,
+        exchange: ReplicaExchange | None = None,
     ) -> None:
         self.system = system
         if isinstance(potential, PotentialSum) and (
@@ -100,6 +110,8 @@ class Simulation:
         self.barostat = barostat
         self.config = config
         self.seed = seed
+        self.group = group
+        self.exchange = exchange
         self._registry = registry
         self._state: State | None = None
         self.header: list[str] = []
@@ -114,8 +126,11 @@ class Simulation:
         #: Reporters were opened by an earlier run: later runs append to their files.
         self._has_run = False
         self._stop_requested = False
+        self._stop_agreed = False  # distributed runs: the stop all processes agreed on
         if state is not None:
             self.state = state
+        if exchange is not None:
+            exchange.attach(self)
 
     # -- state -------------------------------------------------------------------------
     @property
@@ -132,6 +147,11 @@ class Simulation:
             raise ValueError(
                 f"state has {state.n_atoms} atoms, the system {self.system.n_atoms}"
             )
+        if self.group is not None and state.n_replicas != len(self.group.replicas):
+            raise ValueError(
+                f"state has {state.n_replicas} replicas, this process runs "
+                f"{len(self.group.replicas)} ({self.group.describe()})"
+            )
         self._state = state
         self._needs_setup = True
         self._reported_step = None
@@ -142,14 +162,15 @@ class Simulation:
             self.integrator.to(device=state.device, dtype=state.dtype)
             if self.barostat is not None:
                 self.barostat.to(device=state.device, dtype=state.dtype)
+            first = self.first_replica  # replica r draws as replica first + r
             if len(self.integrator.generators) != state.n_replicas:
-                self.integrator.seed(self.seed, state.n_replicas, state.device)
+                self.integrator.seed(self.seed + first, state.n_replicas, state.device)
             if (
                 self.barostat is not None
                 and len(self.barostat.generators) != state.n_replicas
             ):
                 self.barostat.seed(
-                    self.seed + 7919 * 1000, state.n_replicas, state.device
+                    self.seed + first + 7919 * 1000, state.n_replicas, state.device
                 )
             self.check_interval = 1 if state.device.type == "cpu" else 100
 
@@ -159,6 +180,11 @@ class Simulation:
         self.state = state
         self._needs_setup = False
         self._reported_step = reported_step
+
+    @property
+    def first_replica(self) -> int:
+        """Global index of this simulation's first replica (0 unless distributed)."""
+        return 0 if self.group is None else self.group.replicas.start
 
     @property
     def reported_step(self) -> int | None:
@@ -218,20 +244,24 @@ class Simulation:
         info = self._run_info(state.step, state.step + steps, resume, overwrite)
         if not overwrite:
             self._refuse_existing_outputs(info)
-        self._stop_requested = False
+        self._stop_requested = self._stop_agreed = False
         opened: list[Reporter] = []
         error: BaseException | None = None
         grad = contextlib.nullcontext() if differentiable else torch.no_grad()
         try:
-            for reporter in self._ordered(self.reporters):
-                reporter.open(info)
+            for reporter in self._ordered(self._reporters_here()):
+                reporter.open(self._info_for(reporter, info))
                 opened.append(reporter)
             self._has_run = True
+            if self.group is not None:  # every process opened its outputs
+                self.group.check()
             self.registry.hook.torchmd_core_run_started(simulation=self)
             with grad:
                 self._loop(info.total_steps, progress)
         except BaseException as err:
             error = err
+            if self.group is not None:  # tell the others; raise what all agree on
+                self.group.fail(err)
             raise
         finally:
             self._close(opened, failing=error is not None)
@@ -252,7 +282,28 @@ class Simulation:
             overwrite=overwrite,
             header=tuple(self.header),
             simulation=self,
+            first_replica=self.first_replica,
+            total_replicas=None if self.group is None else self.group.n_replicas,
+            extras=() if self.exchange is None else self.exchange.frame_extras,
         )
+
+    def _reporters_here(self) -> list[Reporter]:
+        """The reporters this process runs (all of them unless distributed)."""
+        if self.group is None:
+            return self.reporters
+        return [r for r in self.reporters if self.group.runs_here(r)]
+
+    def _info_for(self, reporter: Reporter, info: RunInfo) -> RunInfo:
+        return info if self.group is None else self.group.run_info(reporter, info)
+
+    def _stopping(self, step: int | None = None, end: int = 0) -> bool:
+        """Whether to stop after this step. Distributed: the stop all processes agreed
+        on at the last check (``step`` given: check now if this is a check step)."""
+        if self.group is None:
+            return self._stop_requested
+        if step is not None and self.group.check_due(step, end, self.reporters):
+            self._stop_agreed = self.group.sync(self._stop_requested) > 0
+        return self._stop_agreed
 
     def _loop(self, end: int, progress: ProgressCallback | None) -> None:
         state = self.state
@@ -265,22 +316,26 @@ class Simulation:
         ended_at: int | None = None  # the step whose reports included the at_end ones
         # 2. Report the starting point, unless an earlier segment did.
         if self._reported_step != state.step:
-            check_finite(state, self.system)
+            check_finite(state, self.system, first_replica=self.first_replica)
             final = state.step >= end
             self._report(state, clock, self._due(state.step, final))
             self._reported_step = state.step
             ended_at = state.step if final else None
         last_checked = state
-        while state.step < end and not self._stop_requested:
-            # 3. One step, then the barostat's move.
+        while state.step < end and not self._stopping():
+            # 3. One step, then the barostat's move and replica exchange.
             state = self.integrator.step(state, self.potential)
             if self.barostat is not None and state.step % self.barostat.interval == 0:
                 state = self.barostat.apply(state, self.potential)
+            if self.exchange is not None and state.step % self.exchange.interval == 0:
+                state = self.exchange.apply(state, self)
             # 4. Check before anything is written (never report or checkpoint NaNs).
-            final = state.step >= end or self._stop_requested
+            final = state.step >= end or self._stopping(state.step, end)
             due = self._due(state.step, final)
             if due or state.step % self.check_interval == 0:
-                check_finite(state, self.system, previous=last_checked)
+                check_finite(
+                    state, self.system, last_checked, first_replica=self.first_replica
+                )
                 last_checked = state
             self._state = state
             # 5. Report; checkpoint writers last.
@@ -293,7 +348,9 @@ class Simulation:
         # 6. The final frame for at_end reporters, when step 5 did not include them
         #    (no step taken, or a stop requested while reporting).
         if ended_at != state.step:
-            check_finite(state, self.system, previous=last_checked)
+            check_finite(
+                state, self.system, last_checked, first_replica=self.first_replica
+            )
             self._report(
                 state, clock, self._ordered([r for r in self.reporters if r.at_end])
             )
@@ -320,10 +377,14 @@ class Simulation:
         needs = frozenset().union(*(r.needs for r in due))
         frame = self.measure(state, needs, speed_ns_day=clock.ns_per_day(state.step))
         clock.mark(state.step)
+        # Distributed: rank 0 gets frames of all replicas for the reporters it runs.
+        frames = None if self.group is None else self.group.frames(frame, due)
         for reporter in due:
             if reporter.runs_last:  # the others are done: a checkpoint records that
                 self._reported_step = state.step
-            reporter.report(frame)
+            shown = frame if frames is None else frames(reporter)
+            if shown is not None:  # None: another process writes this reporter
+                reporter.report(shown)
 
     def _close(self, opened: list[Reporter], failing: bool) -> None:
         # Closing must not hide the error that ended the run, and one reporter failing
@@ -366,7 +427,11 @@ class Simulation:
         )
 
     def _refuse_existing_outputs(self, info: RunInfo) -> None:
-        existing = [str(p) for r in self.reporters for p in r.output_conflicts(info)]
+        existing = [
+            str(p)
+            for r in self._reporters_here()
+            for p in r.output_conflicts(self._info_for(r, info))
+        ]
         if not existing:
             return
         what = f"output file '{existing[0]}' exists"
@@ -429,6 +494,7 @@ class Simulation:
         if volume is not None:
             density = self.system.total_mass() / volume * units.AMU_A3_TO_G_CM3
         dof = max(self.degrees_of_freedom, 1)
+        extras = {} if self.exchange is None else self.exchange.measure(state)
         return Frame(
             state=state,
             potential_energy=energy.detach(),
@@ -439,17 +505,22 @@ class Simulation:
             energy_terms=terms,
             forces=None if forces is None else forces.detach(),
             speed_ns_day=speed_ns_day,
+            extras=extras,
         )
 
     # -- building from a config --------------------------------------------------------
     @classmethod
     def from_config(
-        cls, config: SimulationConfig, registry: Registry | None = None
+        cls,
+        config: SimulationConfig,
+        registry: Registry | None = None,
+        group: ReplicaGroup | None = None,
     ) -> Simulation:
-        """Build everything a config describes (loaders, components, initial state)."""
+        """Build everything a config describes (loaders, components, initial state);
+        with ``group``, this process's share of a distributed run."""
         from torchmd_core.builder import build_simulation
 
-        return build_simulation(config, registry=registry)
+        return build_simulation(config, registry=registry, group=group)
 
 
 class _Clock:
@@ -513,11 +584,14 @@ def maxwell_boltzmann_velocities(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str = "cpu",
     remove_com_motion: bool = True,
+    replicas: Sequence[int] | None = None,
 ) -> Tensor:
     """(R, N, 3) velocities (Å/ps) drawn from the Maxwell-Boltzmann distribution.
 
     Replica r uses a generator seeded from ``seed`` and r. Massless atoms get zero
-    velocity; with ``remove_com_motion`` the total momentum is removed.
+    velocity; with ``remove_com_motion`` the total momentum is removed. ``replicas``
+    draws only those replicas (global indices, e.g. one process's share of a
+    distributed run) instead of ``range(n_replicas)``.
     """
     masses = system.masses.to(torch.float64)
     sigma = torch.where(
@@ -530,7 +604,7 @@ def maxwell_boltzmann_velocities(
         torch.zeros_like(masses),
     )
     out = []
-    for r in range(n_replicas):
+    for r in range(n_replicas) if replicas is None else replicas:
         g = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7 + r)
         v = (
             torch.randn((system.n_atoms, 3), generator=g, dtype=torch.float64)
@@ -548,13 +622,19 @@ def maxwell_boltzmann_velocities(
 _SHOWN_ATOMS = 5
 
 
-def check_finite(state: State, system: System, previous: State | None = None) -> None:
+def check_finite(
+    state: State,
+    system: System,
+    previous: State | None = None,
+    first_replica: int = 0,
+) -> None:
     """Raise :class:`NumericalInstabilityError` when positions, velocities, forces or
     energies of ``state`` are not all finite.
 
     The message names the step, the replicas and atoms with non-finite values and,
     when ``previous`` (the last state that passed this check) has forces, the atoms
-    with the largest forces there: usually where the trouble started.
+    with the largest forces there: usually where the trouble started. Replicas are
+    named by their global index, ``first_replica`` + their index in ``state``.
     """
     checks: list[tuple[str, Tensor | None]] = [
         ("positions", state.positions),
@@ -568,12 +648,19 @@ def check_finite(state: State, system: System, previous: State | None = None) ->
     for name, value in checks:
         if value is not None and not bool(torch.isfinite(value.detach()).all()):
             raise NumericalInstabilityError(
-                _instability_message(name, value.detach(), state, system, previous)
+                _instability_message(
+                    name, value.detach(), state, system, previous, first_replica
+                )
             )
 
 
 def _instability_message(
-    name: str, value: Tensor, state: State, system: System, previous: State | None
+    name: str,
+    value: Tensor,
+    state: State,
+    system: System,
+    previous: State | None,
+    first_replica: int = 0,
 ) -> str:
     lines = [
         f"{name} became non-finite at step {state.step} (t = {state.time_ps:.4f} ps)"
@@ -589,13 +676,17 @@ def _instability_message(
                 if len(atoms) > _SHOWN_ATOMS
                 else ""
             )
-            lines.append(f"  replica {r}: {len(atoms)} atom(s) affected: {shown}{more}")
+            lines.append(
+                f"  replica {first_replica + r}: {len(atoms)} atom(s) affected: "
+                f"{shown}{more}"
+            )
         if len(reps) > 3:
             lines.append(f"  ... and {len(reps) - 3} more replicas")
     else:
         reps = torch.nonzero(~torch.isfinite(value)).flatten().tolist()
-        lines.append(f"  replica(s) {', '.join(map(str, reps[:10]))}")
-    lines.extend(_largest_forces(system, previous, reps))
+        shown = ", ".join(str(first_replica + r) for r in reps[:10])
+        lines.append(f"  replica(s) {shown}")
+    lines.extend(_largest_forces(system, previous, reps, first_replica))
     lines.append(
         "Usual causes: overlapping atoms in the input (minimise first), a timestep too "
         "large for the constraints used (try 1 fs or constraints: hbonds), missing or "
@@ -605,7 +696,7 @@ def _instability_message(
 
 
 def _largest_forces(
-    system: System, previous: State | None, reps: list[int]
+    system: System, previous: State | None, reps: list[int], first_replica: int = 0
 ) -> list[str]:
     if previous is None or previous.forces is None or not reps:
         return []
@@ -618,7 +709,8 @@ def _largest_forces(
         for f, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
     )
     return [
-        f"  largest forces at step {previous.step} (replica {r}, kcal/mol/Å): {shown}"
+        f"  largest forces at step {previous.step} (replica {first_replica + r}, "
+        f"kcal/mol/Å): {shown}"
     ]
 
 

@@ -245,6 +245,7 @@ class MonteCarloBarostat(Barostat):
         "total_attempted",
         "total_accepted",
     )
+    replica_state_keys = ("generators", *_STATE)
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()

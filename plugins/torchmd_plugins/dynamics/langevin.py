@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -51,13 +51,47 @@ class LangevinBAOAB(MolecularDynamics):
         kT = BOLTZMANN_KCAL_MOL_K * float(config.temperature_K)
         # Thermal velocity of each atom, Å/ps: √(kT/m).
         self.thermal_velocity = (kT / AMU_A2_PS2_TO_KCAL_MOL * self.inv_mass).sqrt()
+        self._inv_mass64 = self.inv_mass.clone()  # float64, for per-replica baths
+        #: (R,) K, each replica's own bath temperature (replica exchange), or None:
+        #: every replica at temperature_K. See :meth:`set_replica_temperatures`.
+        self.replica_temperatures_K: Tensor | None = None
+        self._replica_thermal_velocity: Tensor | None = None  # (R, N) Å/ps
 
     def to(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> LangevinBAOAB:
         super().to(device=device, dtype=dtype)
         self.thermal_velocity = self.thermal_velocity.to(device=device, dtype=dtype)
+        if self._replica_thermal_velocity is not None:
+            self._replica_thermal_velocity = self._replica_thermal_velocity.to(
+                device=device, dtype=dtype
+            )
         return self
+
+    def set_replica_temperatures(self, temperatures_K: Tensor | None) -> None:
+        """Give replica ``r`` the bath temperature ``temperatures_K[r]`` (K, (R,));
+        None returns every replica to ``temperature_K``."""
+        if temperatures_K is None:
+            self.replica_temperatures_K = self._replica_thermal_velocity = None
+            return
+        t = temperatures_K.detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        kT = BOLTZMANN_KCAL_MOL_K * t[:, None]  # (R, 1)
+        thermal = (kT / AMU_A2_PS2_TO_KCAL_MOL * self._inv_mass64).sqrt()  # (R, N)
+        like = self.thermal_velocity
+        self.replica_temperatures_K = t
+        self._replica_thermal_velocity = thermal.to(like)
+
+    replica_state_keys = ("generators", "replica_temperatures_K")
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        t = self.replica_temperatures_K
+        out["replica_temperatures_K"] = None if t is None else t.clone()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.set_replica_temperatures(state.get("replica_temperatures_K"))
 
     def step(self, state: State, potential: Potential) -> State:
         self._follow(state)
@@ -85,4 +119,12 @@ class LangevinBAOAB(MolecularDynamics):
             return v
         c = math.exp(-self.friction * self.timestep_ps)
         noise = replica_normal(self.generators, tuple(v.shape[1:]), v)
-        return c * v + math.sqrt(1.0 - c * c) * self.thermal_velocity[:, None] * noise
+        sigma = self.thermal_velocity[:, None]  # (N, 1), or (R, N, 1) per replica
+        if self._replica_thermal_velocity is not None:
+            if self._replica_thermal_velocity.shape[0] != v.shape[0]:
+                raise ValueError(
+                    f"{self._replica_thermal_velocity.shape[0]} replica temperatures "
+                    f"set for a state of {v.shape[0]} replicas"
+                )
+            sigma = self._replica_thermal_velocity[:, :, None]
+        return c * v + math.sqrt(1.0 - c * c) * sigma * noise

@@ -32,6 +32,7 @@ class CheckpointReporter(Reporter):
 
     runs_last = True
     at_end = True
+    collective = True  # every process sends its replicas; rank 0 writes the file
 
     class Config(ReporterConfig):
         kind: Literal["checkpoint"] = "checkpoint"

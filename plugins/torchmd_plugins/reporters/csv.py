@@ -23,7 +23,9 @@ class CSVReporter(FileReporter):
     Columns: ``step, time_ps``, ``replica`` (with more than one replica: one row per
     replica), ``potential_kcal_mol, kinetic_kcal_mol, total_kcal_mol, temperature_K``,
     ``volume_A3, density_g_cm3`` (periodic systems), one ``<term>_kcal_mol`` per energy
-    term, and ``speed_ns_day`` (since the previous row; empty in the first row).
+    term, one column per per-replica extra of the run (``bath_temperature_K`` under
+    replica exchange), and ``speed_ns_day`` (since the previous row; empty in the
+    first row).
     """
 
     per_replica = False
@@ -47,6 +49,7 @@ class CSVReporter(FileReporter):
         if not config.energy_terms:
             self.needs = frozenset()  # type: ignore[misc]  # per instance: no extra evaluation
         self.columns: list[str] = []
+        self.extras: tuple[str, ...] = ()  # per-replica Frame.extras written as columns
         self._fh: IO[str] | None = None
 
     @property
@@ -67,13 +70,15 @@ class CSVReporter(FileReporter):
             cols += ["volume_A3", "density_g_cm3"]
         if self.config.energy_terms:
             cols += [f"{name}_kcal_mol" for name in run.term_names]
-        return [*cols, "speed_ns_day"]
+        return [*cols, *run.extras, "speed_ns_day"]
 
     def start_file(self, path: Path, run: RunInfo) -> None:
         self.columns = self.make_columns(run)
+        self.extras = run.extras
 
     def continue_file(self, path: Path, record: dict[str, int], run: RunInfo) -> None:
         self.columns = self.make_columns(run)
+        self.extras = run.extras
         with path.open("r", newline="") as fh:
             first = fh.readline().rstrip("\r\n")
         if first != ",".join(self.columns):
@@ -110,6 +115,8 @@ class CSVReporter(FileReporter):
         if self.config.energy_terms and frame.energy_terms is not None:
             values += list(frame.energy_terms.values())
             fmt += ["{:.6f}"] * len(frame.energy_terms)
+        values += [frame.extras[name] for name in self.extras]
+        fmt += ["{:.6f}"] * len(self.extras)
         table = torch.stack([v.detach().reshape(-1) for v in values], dim=1)  # (R, C)
         speed = "" if frame.speed_ns_day is None else f"{frame.speed_ns_day:.3f}"
         rows = []

@@ -76,8 +76,19 @@ class FileReporter(Reporter):
         self._frames: dict[str, int] = {}
 
     # -- files -------------------------------------------------------------------------
-    def files_for(self, n_replicas: int) -> list[Path]:
-        return replica_paths(self.file, n_replicas) if self.per_replica else [self.file]
+    def files_for(
+        self, n_replicas: int, first: int = 0, total: int | None = None
+    ) -> list[Path]:
+        """The files of replicas ``first .. first + n_replicas - 1`` of ``total``
+        (default ``n_replicas``): named by their place in the whole ensemble, so that
+        a distributed run writes the files of a single-process run."""
+        if not self.per_replica:
+            return [self.file]
+        paths = replica_paths(self.file, n_replicas if total is None else total)
+        return paths[first : first + n_replicas]
+
+    def run_files(self, run: RunInfo) -> list[Path]:
+        return self.files_for(run.n_replicas, run.first_replica, run.total_replicas)
 
     def outputs(self) -> tuple[Path, ...]:
         return tuple(self.paths)
@@ -86,14 +97,14 @@ class FileReporter(Reporter):
         return f"{self.kind_name()}:{self.file.name}"  # the same before and after open
 
     def output_conflicts(self, run: RunInfo) -> list[Path]:
-        paths = self.files_for(run.n_replicas)
+        paths = self.run_files(run)
         known = self.records or {}
         if run.resume:
             return [p for p in paths if p.exists() and p.name not in known]
         return [p for p in paths if p.exists()]
 
     def open(self, run: RunInfo) -> None:
-        self.paths = self.files_for(run.n_replicas)
+        self.paths = self.run_files(run)
         known = self.records or {}
         for path in self.paths:
             record = known.get(path.name) if run.resume else None
