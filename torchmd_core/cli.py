@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate every energy term of a structure, flexible (no constraints). "
         "Without --cutoff: all pairs, non-periodic. With --cutoff and a box (from the "
         "coordinates or --box): periodic reaction field; without a box: non-periodic "
-        "reaction field.",
+        "reaction field. Virtual sites (extra points) are evaluated where the "
+        "coordinate file puts them and their forces handed on to their parent atoms, "
+        "as OpenMM's Context.getState reports them; --forces keeps the force that "
+        "acted on each site in its row, as OpenMM does.",
     )
     energy.add_argument("topology", type=Path, metavar="TOPOLOGY")
     energy.add_argument("coordinates", type=Path, metavar="COORDINATES")
@@ -189,9 +192,15 @@ def _cmd_energy(args: argparse.Namespace) -> int:
         half = 0.5 * float(min_box_width(state.box)[0])  # type: ignore[arg-type]
         if args.cutoff > half:
             raise ConfigError(f"--cutoff {args.cutoff} Å is more than half the smallest box width ({half:.3f} Å)")
+    _note_misplaced_sites(potential, state, args.coordinates)
     with torch.no_grad():
-        values = potential.energy_terms(state)
-        _, forces = potential.energy_and_forces(state) if args.forces is not None else (None, None)
+        # Virtual sites where the file has them, as OpenMM evaluates given coordinates.
+        values = potential.energy_terms(state, rebuild_sites=False)
+        _, forces = (
+            potential.energy_and_forces(state, site_forces=True, rebuild_sites=False)
+            if args.forces is not None
+            else (None, None)
+        )
     table = {name: float(v[0]) for name, v in values.items()}
     total = float(sum(table.values()))
     if args.forces is not None:
@@ -210,6 +219,29 @@ def _cmd_energy(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {value:>18.6f} kcal/mol")
         print(f"  {'total':<{width}}  {total:>18.6f} kcal/mol")
     return 0
+
+
+def _note_misplaced_sites(potential: Any, state: Any, coordinates: Path) -> None:
+    """Say on stderr when the file's virtual sites are not where their parents put them
+    (rounded PDB coordinates, another water geometry): the energies are then those of
+    the positions as given, while a simulation moves the sites onto their parents."""
+    import torch
+
+    sites = potential.virtual_sites
+    if sites is None:
+        return
+    with torch.no_grad():
+        placed = potential.place_sites(state).positions
+        index = sites.sites.to(state.device)
+        offset = (placed[:, index] - state.positions[:, index]).norm(dim=-1).max()
+    if float(offset) > 1e-5:
+        print(
+            f"tmd energy: note: the {len(sites)} virtual sites in '{coordinates}' are "
+            f"up to {float(offset):.2g} Å from where their parent atoms place them; the "
+            "energies are those of the positions as given (as OpenMM reports them), a "
+            "simulation moves the sites onto their parents",
+            file=sys.stderr,
+        )
 
 
 def _check_forces_file(path: Path, overwrite: bool) -> None:

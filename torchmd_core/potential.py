@@ -261,8 +261,18 @@ class PotentialSum(Potential):
         state = self.prepare(self.place_sites(state))
         return _stack_sum([p.energy(state) for p in self.potentials], state)
 
-    def energy_terms(self, state: State) -> dict[str, Tensor]:
-        state = self.prepare(self.place_sites(state))
+    def energy_terms(
+        self, state: State, rebuild_sites: bool = True
+    ) -> dict[str, Tensor]:
+        """Energy split into named terms, each (R,).
+
+        Args:
+            state: the positions.
+            rebuild_sites: rebuild the virtual sites from their parents first (the
+                default); False evaluates the positions as given, as OpenMM's
+                ``Context.getState`` does after ``setPositions``.
+        """
+        state = self.prepare(self.place_sites(state) if rebuild_sites else state)
         items: list[tuple[str, Tensor]] = []
         for p in self.potentials:
             items.extend(p.energy_terms(state).items())
@@ -270,16 +280,20 @@ class PotentialSum(Potential):
         return {name: value for name, (_, value) in zip(names, items, strict=True)}
 
     def energy_and_forces(
-        self, state: State, site_forces: bool = False
+        self, state: State, site_forces: bool = False, rebuild_sites: bool = True
     ) -> tuple[Tensor, Tensor]:
         """(R,) energies and (R, N, 3) forces.
 
         Args:
-            state: the positions (virtual sites are placed first).
+            state: the positions.
             site_forces: report on each virtual site the force that acted on it before
                 it was handed on (as OpenMM's ``State.getForces`` does) instead of 0.
+            rebuild_sites: rebuild the virtual sites from their parents first (the
+                default); False evaluates the positions as given, as OpenMM's
+                ``Context.getState`` does after ``setPositions`` (the site forces are
+                still handed on to the parents).
         """
-        state = self.prepare(self.place_sites(state))
+        state = self.prepare(self.place_sites(state) if rebuild_sites else state)
         energy = state.positions.new_zeros(state.n_replicas)
         forces = torch.zeros_like(state.positions)
         for p in self.potentials:

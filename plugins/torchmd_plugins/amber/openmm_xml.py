@@ -25,6 +25,9 @@ harmonic constants to our k):
   exclusions are exclusions too. ``CustomBondForce`` 1-4 LJ (``LennardJones14``) gives
   the 1-4 σ, ε.
 - ``CMMotionRemover`` and barostats/thermostats are ignored; anything else is an error.
+- Virtual sites (``TwoParticleAverageSite``, ``ThreeParticleAverageSite``,
+  ``OutOfPlaneSite``, ``LocalCoordinatesSite``) → :class:`~torchmd_core.VirtualSites`;
+  ``SymmetrySite`` is refused.
 
 Names, residues and the bond graph come from a PDB passed among the parameter files,
 or ``<stem>.pdb`` / ``structure.pdb`` beside the XML; without one, elements are
@@ -51,6 +54,7 @@ from torchmd_core import (
     System,
     TopologyError,
     TopologyLoader,
+    VirtualSites,
 )
 from torchmd_plugins.amber.tables import (
     TableBuilder,
@@ -149,14 +153,13 @@ class _XmlReader:
         if particles is None:
             raise InputFileError(f"'{path}' has no <Particles>")
         self.masses = []
+        site_elements: list[tuple[int, ET.Element]] = []
         for i, p in enumerate(particles.findall("Particle")):
             if len(p):
-                raise TopologyError(
-                    f"'{path}': particle {i} is a virtual site ({p[0].tag}), which is "
-                    "not supported"
-                )
+                site_elements.append((i, p[0]))
             self.masses.append(self._float(p, "mass"))
         self.n_atoms = len(self.masses)
+        self.virtual_sites = self._virtual_sites(site_elements)
         self.forces = [f for f in root.iter("Force")]
         unknown = sorted(
             {f.get("type", "?") for f in self.forces}
@@ -176,6 +179,40 @@ class _XmlReader:
             raise TopologyError(
                 f"'{path}' has forces that are not supported: {', '.join(unknown)}"
             )
+
+    def _virtual_sites(
+        self, elements: list[tuple[int, ET.Element]]
+    ) -> VirtualSites | None:
+        """OpenMM's virtual sites, in Å (OutOfPlaneSite wc: 1/nm → 1/Å)."""
+        linear: list[Any] = []
+        out_of_plane: list[Any] = []
+        local: list[Any] = []
+        for i, e in elements:
+            n = sum(1 for k in e.attrib if re.fullmatch(r"p\d+", k))
+            parents = self._atoms(e, [f"p{k + 1}" for k in range(n)])
+            if e.tag in ("TwoParticleAverageSite", "ThreeParticleAverageSite"):
+                weights = [self._float(e, f"w{k + 1}") for k in range(n)]
+                linear.append((i, parents, weights))
+            elif e.tag == "OutOfPlaneSite":
+                w12, w13, wc = (self._float(e, k) for k in ("w12", "w13", "wc"))
+                out_of_plane.append((i, parents, (w12, w13, wc / NM)))
+            elif e.tag == "LocalCoordinatesSite":
+                weights = [
+                    [self._float(e, f"{w}{k + 1}") for k in range(n)]
+                    for w in ("wo", "wx", "wy")
+                ]
+                position = [self._float(e, f"pos{k}") * NM for k in (1, 2, 3)]
+                local.append((i, parents, weights, position))
+            else:
+                raise TopologyError(
+                    f"'{self.path}': particle {i} is a virtual site of type {e.tag}, "
+                    "which is not supported (TwoParticleAverageSite, "
+                    "ThreeParticleAverageSite, OutOfPlaneSite and LocalCoordinatesSite "
+                    "are)"
+                )
+        if not elements:
+            return None
+        return VirtualSites.build(linear=linear, out_of_plane=out_of_plane, local=local)
 
     # -- small helpers -----------------------------------------------------------------
     def _float(self, element: ET.Element, name: str) -> float:
@@ -635,6 +672,7 @@ class _XmlReader:
                 "format": "openmm_xml",
                 "pdb": str(self.pdb) if self.pdb else None,
             },
+            virtual_sites=self.virtual_sites,
         )
 
     def _box(self) -> torch.Tensor | None:

@@ -17,7 +17,10 @@ the System is built from those raw arrays following the conventions of OpenMM's
   differs from the Lorentz-Berthelot combination (ff14ipq-style tables, NBFIX in
   CHAMBER files) the exact A/B values become pair overrides;
 - CMAP grids (``CMAP_*`` or ``CHARMM_CMAP_*``) are stored φ-major from −180°;
-- CHAMBER Urey-Bradley terms and harmonic impropers use their own (1-based) lists.
+- CHAMBER Urey-Bradley terms and harmonic impropers use their own (1-based) lists;
+- extra points of 4- and 5-site waters become virtual sites by OpenMM's rules (see
+  :meth:`_PrmtopReader.virtual_sites`); their bonds stay ordinary bond terms, as in
+  OpenMM with flexible water.
 
 Parameters stay per prmtop type index: interactions sharing a bond/angle/dihedral
 type share one row of parameters.
@@ -25,6 +28,7 @@ type share one row of parameters.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -41,6 +45,7 @@ from torchmd_core import (
     System,
     TopologyError,
     TopologyLoader,
+    VirtualSites,
 )
 from torchmd_core.geometry import box_from_lengths_angles
 from torchmd_plugins.amber.tables import (
@@ -54,6 +59,11 @@ from torchmd_plugins.amber.tables import (
 __all__ = ["PrmtopLoader", "read_prmtop"]
 
 _SIGMA_FROM_RMIN = 2.0 ** (-1.0 / 6.0)
+#: Residue names OpenMM's AmberPrmtopFile takes for water; extra-point name prefixes.
+_WATER_RESIDUES = ("WAT", "HOH", "TP4", "TP5", "T4E")
+_EP_PREFIXES = ("EP", "LP")
+#: Angle of a 5-site water's lone pairs out of the H-O-H plane (OpenMM's value).
+_OUT_OF_PLANE_ANGLE = math.radians(54.735)
 
 
 class PrmtopLoader(TopologyLoader):
@@ -475,6 +485,96 @@ class _PrmtopReader:
         pairs.extend((int(a), int(b)) for a, b in pairs14.build().atoms.tolist())
         return pair_tensor(pairs)
 
+    # -- virtual sites -----------------------------------------------------------------
+    def virtual_sites(self, residue_index: np.ndarray) -> VirtualSites | None:
+        """Extra points of water residues, exactly as OpenMM's ``AmberPrmtopFile``.
+
+        In a residue named WAT, HOH, TP4, TP5 or T4E holding one atom named O*, two
+        H* and atoms named EP*/LP*, one extra point is a ``ThreeParticleAverageSite``
+        on the bisector, (1 − w, w/2, w/2) with w = d_OE / √(d_OH² − (d_HH/2)²); two are
+        ``OutOfPlaneSite`` lone pairs at ±54.735° from the H-O-H plane. The distances
+        are the r0 of the residue's O-H, H-H and O-EP bonds. Other extra points stay
+        massless atoms that never move (as in OpenMM).
+        """
+        names = [str(n).strip() for n in self.data["ATOM_NAME"]]
+        labels = [str(x).strip() for x in self.data["RESIDUE_LABEL"]]
+        water = [labels[r] in _WATER_RESIDUES for r in residue_index.tolist()]
+        ep_residues = {
+            int(residue_index[i])
+            for i, name in enumerate(names)
+            if water[i] and name[:2] in _EP_PREFIXES
+        }
+        if not ep_residues:
+            return None
+        members: dict[int, dict[str, list[int]]] = {
+            r: {"O": [], "H": [], "EP": []} for r in ep_residues
+        }
+        for i, name in enumerate(names):
+            group = members.get(int(residue_index[i]))
+            if group is not None:
+                for key in ("O", "H"):
+                    if name[:1] == key:
+                        group[key].append(i)
+                if name[:2] in _EP_PREFIXES:
+                    group["EP"].append(i)
+        lengths = self._water_bond_lengths(names, residue_index, ep_residues)
+        three, out_of_plane = [], []
+        for r in sorted(ep_residues):
+            o, h, ep = members[r]["O"], members[r]["H"], members[r]["EP"]
+            if len(o) != 1 or len(h) != 2 or len(ep) not in (1, 2):
+                continue
+            d_oh, d_hh, d_oe = (lengths.get((r, k)) for k in ("OH", "HH", "OE"))
+            if d_oh is None or d_hh is None or d_oe is None:
+                missing = [k for k, d in (("O-H", d_oh), ("H-H", d_hh), ("O-EP", d_oe))
+                           if d is None]  # fmt: skip
+                raise TopologyError(
+                    f"AMBER prmtop '{self.path}': water residue {r + 1} "
+                    f"({labels[r]}) has extra points but no {' or '.join(missing)} "
+                    "bond, which place them (as in OpenMM); regenerate the prmtop "
+                    "with tleap"
+                )
+            height = math.sqrt(d_oh**2 - (0.5 * d_hh) ** 2)
+            parents = (o[0], h[0], h[1])
+            if len(ep) == 1:
+                w = d_oe / height
+                three.append((ep[0], parents, (1.0 - w, 0.5 * w, 0.5 * w)))
+                continue
+            w = math.cos(_OUT_OF_PLANE_ANGLE) * d_oe / height
+            hoh = 2.0 * math.asin(0.5 * d_hh / d_oh)
+            cross = math.sin(_OUT_OF_PLANE_ANGLE) * d_oe / (d_oh**2 * math.sin(hoh))
+            for site, sign in zip(ep, (1.0, -1.0), strict=True):
+                out_of_plane.append((site, parents, (0.5 * w, 0.5 * w, sign * cross)))
+        if not three and not out_of_plane:
+            return None
+        return VirtualSites.build(linear=three, out_of_plane=out_of_plane)
+
+    def _water_bond_lengths(
+        self, names: list[str], residue_index: np.ndarray, residues: set[int]
+    ) -> dict[tuple[int, str], float]:
+        """(residue, "OH" | "HH" | "OE") → bond r0, Å; the residue is the first atom's
+        and a later bond overrides an earlier one (OpenMM's reading)."""
+        r0 = self._floats("BOND_EQUIL_VALUE")
+        out: dict[tuple[int, str], float] = {}
+        for i, j, t in self._groups(
+            ("BONDS_INC_HYDROGEN", "BONDS_WITHOUT_HYDROGEN"), 3
+        ):
+            a, b = i // 3, j // 3
+            r = int(residue_index[a])
+            if r not in residues:
+                continue
+            n1, n2 = names[a], names[b]
+            d = self._type_param("BOND_EQUIL_VALUE", r0, t - 1)
+            if n1[:1] == "H" or n2[:1] == "H":
+                if n1[:1] == "H" and n2[:1] == "H":
+                    out[(r, "HH")] = d
+                if n1[:1] == "O" or n2[:1] == "O":
+                    out[(r, "OH")] = d
+            elif (n1[:1] == "O" or n2[:1] == "O") and (
+                n1[:2] in _EP_PREFIXES or n2[:2] in _EP_PREFIXES
+            ):
+                out[(r, "OE")] = d
+        return out
+
     # -- the whole system --------------------------------------------------------------
     def system(self) -> System:
         data = self.data
@@ -519,6 +619,7 @@ class _PrmtopReader:
                 "source": str(self.path),
                 "format": "chamber" if self.chamber else "prmtop",
             },
+            virtual_sites=self.virtual_sites(residue_index.numpy()),
         )
 
     def _residues(self) -> tuple[tuple[Residue, ...], torch.Tensor]:

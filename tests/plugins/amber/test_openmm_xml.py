@@ -78,13 +78,14 @@ def test_unsupported_forces_are_named(tmp_path):
         read_openmm_xml(path)
 
 
-def test_virtual_sites_are_refused(tmp_path):
+def test_unsupported_virtual_sites_are_refused(tmp_path):
+    """(Supported sites are tested in test_virtual_sites.py.)"""
     path = edited(
         tmp_path,
         '<Particle mass="12.01"/>',
-        '<Particle mass="0"><TwoParticleAverageSite p1="1" p2="2" w1=".5" w2=".5"/></Particle>',
+        '<Particle mass="0"><SymmetrySite p1="1" useBoxVectors="0"/></Particle>',
     )
-    with pytest.raises(TopologyError, match="virtual site"):
+    with pytest.raises(TopologyError, match="virtual site of type SymmetrySite"):
         read_openmm_xml(path)
 
 
