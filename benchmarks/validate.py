@@ -65,6 +65,15 @@ def dynamics() -> int:
     )
 
 
+@validation
+def distributed() -> int:
+    """torch.distributed and replica exchange: the quick 2-process tests, then torchrun
+    on the examples (ensemble and replica exchange equal to one process, DDP training
+    through MD printing the losses of one process)."""
+    quick = ("tests/core/test_distributed.py", "tests/core/test_exchange.py")
+    return run("-m", "pytest", "-q", *quick) or slow_tests(quick[0])
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(VALIDATIONS)
     unknown = [n for n in names if n not in VALIDATIONS]

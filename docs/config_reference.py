@@ -40,8 +40,9 @@ def render() -> str:
     schema = config_schema(registry)
     defs = schema.get("$defs", {})
     out = ["## Top-level keys", "", _table(schema, defs, components=True)]
-    for name in ("SystemConfig", "MinimizeConfig"):
-        key = "system" if name == "SystemConfig" else "minimize"
+    nested = {"SystemConfig": "system", "MinimizeConfig": "minimize",
+              "ExchangeConfig": "exchange", "DistributedConfig": "distributed"}
+    for name, key in nested.items():
         out += [f"## `{key}:`", "", defs[name].get("description", ""), "", _table(defs[name], defs)]
     for key, role, heading in SECTIONS:
         out += [f"## {heading}", ""]

@@ -117,9 +117,9 @@ class MinimizeConfig(_Frozen):
 
 
 class DistributedConfig(_Frozen):
-    """How a run launched by ``torchrun`` shares its replicas between processes
-    (see :mod:`torchmd_core.distributed`). Ignored by single-process runs; may change
-    between run segments (a run may resume on another number of processes)."""
+    """How a run started by torchrun shares its replicas between processes.
+    Ignored by single-process runs; may change between run segments (a run may resume
+    on another number of processes)."""
 
     reporters: Literal["per_rank", "gather"] = Field(
         default="per_rank",

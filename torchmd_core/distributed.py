@@ -145,7 +145,8 @@ class ReplicaGroup:
 
     Args:
         n_replicas: replicas of the whole ensemble.
-        rank, world_size: this process and the number of processes.
+        rank: this process, 0 .. world_size - 1.
+        world_size: the number of processes.
         settings: the config's ``distributed`` section (default values if None).
         process_group: the (gloo) group of the control messages; None: the default.
         local_rank: index of this process on its node (its GPU).
@@ -201,9 +202,15 @@ class ReplicaGroup:
         return device
 
     def close(self) -> None:
-        """Leave the run: destroy the process group if :func:`join` created it."""
-        if self.owns_process_group and dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the run: destroy the control group, and the default process group
+        if :func:`join` created it (a group of user code stays)."""
+        if not dist.is_initialized():
+            return
+        if self.owns_process_group:
+            dist.destroy_process_group()  # all groups
+        elif self.process_group is not None:
+            dist.destroy_process_group(self.process_group)
+        self.process_group, self.broken = None, True
 
     # -- which reporters run where -----------------------------------------------------
     def gathered(self, reporter: Reporter) -> bool:
@@ -308,8 +315,8 @@ class ReplicaGroup:
     def _collective(self, operation: Callable[[], object], what: str) -> None:
         if self.broken:
             raise DistributedError(
-                f"rank {self.rank}: the processes lost contact earlier; cannot go on "
-                f"with {what}",
+                f"rank {self.rank}: the processes cannot communicate any more (contact "
+                f"lost earlier, or the group was closed); cannot go on with {what}",
                 lost_contact=True,
             )
         try:
@@ -668,7 +675,9 @@ def run(
     :class:`~torchmd_core.Simulation` (its replicas are ``simulation.group.replicas``).
 
     Call it on every process, e.g. in a script started by ``torchrun``, or after
-    ``torch.distributed.init_process_group`` in processes of your own.
+    ``torch.distributed.init_process_group`` in processes of your own. The simulation
+    may run further (``simulation.run(steps)``, on every process); call
+    ``simulation.group.close()`` when done with it.
 
     Raises:
         TorchMDError: the same error on every process when one of them failed.

@@ -295,9 +295,11 @@ def mean_acceptance(
     levels independently: Σ_ab p_i(a) p_j(b) min(1, exp((β_i − β_j)(E_a − E_b))).
 
     Args:
-        beta_i, beta_j: inverse temperatures, mol/kcal.
+        beta_i: inverse temperature of slot i, mol/kcal.
+        beta_j: inverse temperature of slot j, mol/kcal.
         energies: (L,) the energy levels, kcal/mol.
-        probabilities_i, probabilities_j: (L,) occupation of each level at each slot.
+        probabilities_i: (L,) occupation of each level at slot i.
+        probabilities_j: (L,) occupation of each level at slot j.
     """
     e = energies.double()
     log_p = (beta_i - beta_j) * (e[:, None] - e[None, :])

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from tests.core import toys
 from tests.core.test_checkpoint import read_csv_rows, same_trajectory, set_steps
@@ -470,3 +471,85 @@ def test_a_process_that_dies_does_not_hang_the_others(job):
     assert survivor["code"] == 1
     assert "lost contact with the other processes" in survivor["stderr"]
     assert job.results["die"][1] is None  # it died before reporting
+
+
+# -- the examples, with torchrun (slow) ------------------------------------------------
+
+EXAMPLES = ROOT / "examples" / "distributed"
+
+
+def torchrun(*args: str | Path, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node 2 ARGS`` from the repository root."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", "2", *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def example_copy(name: str, folder: Path, steps: int) -> Path:
+    """The example config ``name`` in ``folder`` with absolute inputs and ``steps``."""
+    data = yaml.safe_load((EXAMPLES / name).read_text())
+    for key in ("topology", "coordinates"):
+        data["system"][key] = str((EXAMPLES / data["system"][key]).resolve())
+    data["steps"] = steps
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_ensemble_example_as_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+    assert main(["run", str(example_copy("ensemble.yaml", one, 300)), "--quiet"]) == 0
+    done = torchrun(
+        "-m", "torchmd_core", "run", example_copy("ensemble.yaml", two, 300)
+    )
+    assert done.returncode == 0, done.stderr
+    assert "finished 300 steps" in done.stderr
+    out = ["ensemble.csv", *(f"traj_r{r}.dcd" for r in range(8)), "ensemble.chk"]
+    same_outputs(one / "output", two / "output", out[:-1])
+    a = read_checkpoint(one / "output/ensemble.chk")["state"]
+    b = read_checkpoint(two / "output/ensemble.chk")["state"]
+    assert torch.equal(a["positions"], b["positions"])
+
+
+@pytest.mark.slow
+def test_torchrun_runs_the_replica_exchange_example(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+    assert main(["run", str(example_copy("remd.yaml", one, 2000)), "--quiet"]) == 0
+    done = torchrun("-m", "torchmd_core", "run", example_copy("remd.yaml", two, 2000))
+    assert done.returncode == 0, done.stderr
+    summary = next(
+        line for line in done.stderr.splitlines() if "exchange acceptance" in line
+    )
+    print(summary)
+    log = (two / "output/exchange.csv").read_text()
+    assert log == (one / "output/exchange.csv").read_text()
+    swapped = [row.split(",")[10:] for row in log.splitlines()[1:]]
+    assert any("1" in row for row in swapped)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_through_md_like_one_process():
+    """train_ddp.py on 2 processes prints the losses of the single-process run (the
+    averaged gradients equal the full batch's up to the order of sums)."""
+    args = ["--epochs", "5", "--steps", "20"]
+    one = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_ddp.py"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    two = torchrun(EXAMPLES / "train_ddp.py", *args)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+
+    def losses(text: str) -> list[float]:
+        return [float(line.split()[3]) for line in text.splitlines() if "loss" in line]
+
+    a, b = losses(one.stdout), losses(two.stdout)
+    assert len(a) == len(b) == 2 and a[1] < a[0]
+    torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-6, atol=0)
