@@ -11,7 +11,12 @@ parmed reads and parametrises the topology (``#include``, ``#define``, ``[ *type
 - exclusions: pairs up to ``nrexcl`` bonds apart (1-2 and 1-3 always, 1-4 when
   nrexcl ≥ 3), the ``[ pairs ]`` and the ``[ exclusions ]``;
 - LJ types from ``[ atomtypes ]``: combination rule 2 (Lorentz-Berthelot) directly,
-  rule 3 (geometric σ) and ``[ nonbond_params ]`` as pair overrides.
+  rule 3 (geometric σ) and ``[ nonbond_params ]`` as pair overrides;
+- virtual sites, as OpenMM's ``GromacsTopFile`` makes them: ``[ virtual_sites2 ]``
+  funct 1 (weights 1 − a, a) and ``[ virtual_sites3 ]`` funct 1 (1 − a − b, a, b), read
+  from the topology text (parmed keeps only a zero-force bond to the parent, which is
+  dropped: a site's exclusions are the ``[ exclusions ]`` listed). Other kinds are
+  refused by name.
 
 Units are converted by parmed (kcal/mol, Å, degrees; GROMACS ½k becomes k).
 """
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -35,6 +42,7 @@ from torchmd_core import (
     System,
     TopologyError,
     TopologyLoader,
+    VirtualSites,
 )
 from torchmd_core.geometry import box_from_lengths_angles
 from torchmd_plugins.amber.tables import (
@@ -89,21 +97,136 @@ def read_gromacs_top(path: Path, parameters: Sequence[Path] = ()) -> System:
     except (
         Exception
     ) as err:  # parmed raises many types for malformed or unparametrised files
+        if "vsite" in str(err):
+            raise TopologyError(
+                f"GROMACS topology '{path}': parmed cannot read its [ virtual_sites3 ] "
+                f"({err}); only funct 1 with equal weights (TIP4P-like) is readable"
+            ) from None
         raise InputFileError(
             f"cannot read GROMACS topology '{path}': {type(err).__name__}: {err}"
         ) from None
-    return system_from_structure(top, path)
+    sites, site_exclusions = gromacs_virtual_sites(path, len(top.atoms))
+    return system_from_structure(top, path, sites, site_exclusions)
 
 
-def system_from_structure(structure: Any, path: Path) -> System:
-    """A System from a parametrised parmed structure with GROMACS-style 1-4 pairs."""
-    return _StructureReader(structure, path).system()
+def system_from_structure(
+    structure: Any,
+    path: Path,
+    virtual_sites: VirtualSites | None = None,
+    exclusions: Collection[tuple[int, int]] = (),
+) -> System:
+    """A System from a parametrised parmed structure with GROMACS-style 1-4 pairs;
+    ``exclusions`` are added to the structure's (those of virtual sites)."""
+    return _StructureReader(structure, path, virtual_sites, exclusions).system()
+
+
+def gromacs_virtual_sites(
+    path: Path, n_atoms: int
+) -> tuple[VirtualSites | None, set[tuple[int, int]]]:
+    """The ``[ virtual_sites2 ]``/``[ virtual_sites3 ]`` (or ``dummies``) entries of a
+    topology, and the ``[ exclusions ]`` of the molecules that have some (parmed drops
+    those of its extra points), read from the preprocessed text as parmed reads it
+    (``FLEXIBLE`` defined, GMXLIB includes) and numbered over ``[ molecules ]``."""
+    import parmed.gromacs as gmx
+    from parmed.gromacs._gromacsfile import GromacsFile
+
+    types: dict[str, _MoleculeText] = {}
+    order: list[tuple[str, int]] = []
+    section = ""
+    current: _MoleculeText | None = None
+    handle = GromacsFile(
+        str(path), includes=[gmx.GROMACS_TOPDIR], defines=OrderedDict(FLEXIBLE=1)
+    )
+    with closing(handle) as lines:
+        for raw in lines:
+            line = raw.strip()
+            if not line:
+                continue
+            if line[0] == "[":
+                section = line[1:-1].strip().lower()
+                continue
+            words = line.split()
+            if section == "moleculetype":
+                current = types[words[0]] = _MoleculeText()
+            elif section == "molecules":
+                order.append((words[0], int(words[1])))
+            elif current is not None:
+                current.add(section, words)
+    linear: list[tuple[int, list[int], list[float]]] = []
+    excluded: set[tuple[int, int]] = set()
+    offset = 0
+    for name, count in order:
+        molecule = types[name]
+        for _ in range(count):
+            if molecule.sites:
+                linear.extend(
+                    _gromacs_site(path, *entry, offset) for entry in molecule.sites
+                )
+                excluded |= {(i + offset, j + offset) for i, j in molecule.exclusions}
+            offset += molecule.n_atoms
+    if not linear:
+        return None, set()
+    if offset != n_atoms:
+        raise TopologyError(
+            f"GROMACS topology '{path}': [ molecules ] add up to {offset} atoms, "
+            f"parmed read {n_atoms}; cannot number the virtual sites"
+        )
+    return VirtualSites.build(linear=linear), excluded
+
+
+class _MoleculeText:
+    """What gromacs_virtual_sites needs of one [ moleculetype ]."""
+
+    def __init__(self) -> None:
+        self.n_atoms = 0
+        self.sites: list[tuple[str, list[str]]] = []
+        self.exclusions: set[tuple[int, int]] = set()
+
+    def add(self, section: str, words: list[str]) -> None:
+        if section == "atoms":
+            self.n_atoms += 1
+        elif section == "exclusions":
+            first = int(words[0]) - 1
+            for w in words[1:]:
+                other = int(w) - 1
+                self.exclusions.add((min(first, other), max(first, other)))
+        elif section.startswith(("virtual_sites", "dummies")):
+            self.sites.append((section, words))
+
+
+def _gromacs_site(
+    path: Path, section: str, words: list[str], offset: int
+) -> tuple[int, list[int], list[float]]:
+    """(site, parents, weights) of one virtual-site line, atoms numbered from offset."""
+    kind = section.removeprefix("virtual_sites").removeprefix("dummies")
+    n = {"2": 2, "3": 3}.get(kind)
+    if n is None or len(words) < n + 2 + n - 1 or words[n + 1] != "1":
+        funct = words[n + 1] if n is not None and len(words) > n + 1 else "?"
+        raise TopologyError(
+            f"GROMACS topology '{path}': [ {section} ] funct {funct} is not supported "
+            "(only [ virtual_sites2 ] and [ virtual_sites3 ] funct 1, linear "
+            f"combinations): {' '.join(words)}"
+        )
+    atoms = [int(w) - 1 + offset for w in words[: n + 1]]
+    a = [float(w) for w in words[n + 2 : n + 2 + n - 1]]
+    return atoms[0], atoms[1:], [1.0 - sum(a), *a]
 
 
 class _StructureReader:
-    def __init__(self, structure: Any, path: Path) -> None:
+    def __init__(
+        self,
+        structure: Any,
+        path: Path,
+        virtual_sites: VirtualSites | None = None,
+        exclusions: Collection[tuple[int, int]] = (),
+    ) -> None:
         self.s = structure
         self.path = path
+        self.virtual_sites = virtual_sites
+        self.extra_exclusions = set(exclusions)
+        self.site_atoms = (
+            set() if virtual_sites is None else set(virtual_sites.sites.tolist())
+        )
         self.atoms = list(structure.atoms)
         self.n_atoms = len(self.atoms)
         if getattr(structure, "rb_torsions", None) and len(structure.rb_torsions):
@@ -138,6 +261,12 @@ class _StructureReader:
         table = TableBuilder(2, ("k", "r0"))
         graph = []
         for b in self.s.bonds:
+            if (
+                b.type is not None
+                and float(b.type.k) == 0.0
+                and ({b.atom1.idx, b.atom2.idx} & self.site_atoms)
+            ):
+                continue  # parmed's stand-in for a virtual_sites3 entry
             graph.append((b.atom1.idx, b.atom2.idx))
             if b.type is None:
                 raise self._missing("bond", (b.atom1, b.atom2))
@@ -324,6 +453,7 @@ class _StructureReader:
         for a in self.atoms:
             for b in getattr(a, "exclusion_partners", []):
                 excluded.add((min(a.idx, b.idx), max(a.idx, b.idx)))
+        excluded |= self.extra_exclusions
         residues = tuple(
             Residue(r.name, int(r.number), (r.chain or "A")[:1], r.segid or "")
             for r in self.s.residues
@@ -354,4 +484,5 @@ class _StructureReader:
             nonbonded=self.nonbonded(),
             box=box,
             metadata={"source": str(self.path), "format": "gromacs"},
+            virtual_sites=self.virtual_sites,
         )

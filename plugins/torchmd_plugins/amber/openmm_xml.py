@@ -197,12 +197,12 @@ class _XmlReader:
                 w12, w13, wc = (self._float(e, k) for k in ("w12", "w13", "wc"))
                 out_of_plane.append((i, parents, (w12, w13, wc / NM)))
             elif e.tag == "LocalCoordinatesSite":
-                weights = [
+                frame = [
                     [self._float(e, f"{w}{k + 1}") for k in range(n)]
                     for w in ("wo", "wx", "wy")
                 ]
                 position = [self._float(e, f"pos{k}") * NM for k in (1, 2, 3)]
-                local.append((i, parents, weights, position))
+                local.append((i, parents, frame, position))
             else:
                 raise TopologyError(
                     f"'{self.path}': particle {i} is a virtual site of type {e.tag}, "

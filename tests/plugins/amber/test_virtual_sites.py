@@ -409,3 +409,118 @@ def test_symmetry_sites_are_refused(tmp_path):
     path.write_text(openmm.XmlSerializer.serialize(system))
     with pytest.raises(TopologyError, match="SymmetrySite"):
         default_registry().loader_for(path, "topology").load_topology(path, [])
+
+
+# -- GROMACS -----------------------------------------------------------------------
+
+GROMACS_TOP = """
+[ defaults ]
+; nbfunc comb-rule gen-pairs fudgeLJ fudgeQQ
+1 2 yes 0.5 0.8333
+
+[ atomtypes ]
+; name at.num mass charge ptype sigma epsilon
+OW 8 15.9994 0.0 A 0.316435 0.680946
+HW 1 1.008 0.0 A 0.0 0.0
+MW 0 0.0 0.0 D 0.0 0.0
+C 6 12.011 0.0 A 0.34 0.36
+O 8 15.999 0.0 A 0.30 0.88
+
+[ moleculetype ]
+SOL 2
+
+[ atoms ]
+1 OW 1 SOL OW 1 0.0 15.9994
+2 HW 1 SOL HW1 1 0.52422 1.008
+3 HW 1 SOL HW2 1 0.52422 1.008
+4 MW 1 SOL MW 1 -1.04844 0.0
+
+[ bonds ]
+1 2 1 0.09572 502416.0
+1 3 1 0.09572 502416.0
+
+[ angles ]
+2 1 3 1 104.52 628.02
+
+[ exclusions ]
+1 2 3 4
+2 1 3 4
+3 1 2 4
+4 1 2 3
+
+[ virtual_sites3 ]
+4 1 2 3 1 0.106676721 0.106676721
+
+[ moleculetype ]
+CO 3
+
+[ atoms ]
+1 C 1 CO C 1 0.3 12.011
+2 O 1 CO O 1 -0.5 15.999
+3 MW 1 CO M 1 0.2 0.0
+
+[ bonds ]
+1 2 1 0.113 800000.0
+
+[ exclusions ]
+3 1 2
+
+[ virtual_sites2 ]
+3 1 2 1 0.4
+
+[ system ]
+TIP4P-Ew waters and CO with a site on the bond
+
+[ molecules ]
+SOL 20
+CO 2
+"""
+
+
+@pytest.fixture(scope="module")
+def gromacs_case(tmp_path_factory):
+    """The topology above, its OpenMM GromacsTopFile System and placed positions."""
+    import openmm.app as app
+
+    path = tmp_path_factory.mktemp("gmx") / "sites.top"
+    path.write_text(GROMACS_TOP)
+    omm = app.GromacsTopFile(str(path)).createSystem(
+        nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False
+    )
+    waters, box = coordinates("tip4pew", "prmtop")
+    co = np.array([[40.0, 40.0, 40.0], [41.13, 40.2, 40.0], [0.0, 0.0, 0.0]])
+    xyz = np.concatenate([waters[:80], co, co + np.array([4.0, 1.0, -0.5])])
+    return path, omm, openmm_placed(omm, xyz, box)
+
+
+def test_gromacs_virtual_sites_match_openmm(gromacs_case):
+    path, omm, xyz = gromacs_case
+    system = default_registry().loader_for(path, "topology").load_topology(path, [])
+    sites = system.virtual_sites
+    assert len(sites) == 22
+    want = openmm_sites(omm)
+    linear = (sites.linear_sites, sites.linear_parents, sites.linear_weights)
+    for s, p, w in zip(*(t.tolist() for t in linear), strict=True):
+        n = len(want[s][1])
+        assert want[s][0] == "linear" and p[:n] == want[s][1], s
+        np.testing.assert_allclose(w[:n], want[s][2], rtol=1e-12)
+    # parmed's zero-force stand-in bonds to the sites are gone: no bond, no exclusion
+    assert not (set(system.bonds.flatten().tolist()) & set(sites.sites.tolist()))
+    potential = our_potential(system, "tip4pew", "nocutoff")
+    total, total_forces = evaluate(omm, xyz)
+    with torch.no_grad():
+        energy, forces = potential.energy_and_forces(
+            State.from_coordinates(torch.as_tensor(xyz)), site_forces=True
+        )
+    assert abs(float(energy[0]) - total) <= max(1e-3, 1e-7 * abs(total))
+    assert np.abs(forces[0].numpy() - total_forces).max() < 1e-4  # top: 7 digits
+
+
+def test_gromacs_unsupported_virtual_sites_are_named(tmp_path):
+    path = tmp_path / "bad.top"
+    path.write_text(GROMACS_TOP.replace("3 1 2 1 0.4", "3 1 2 2 0.4"))
+    with pytest.raises(TopologyError, match=r"\[ virtual_sites2 \] funct 2"):
+        default_registry().loader_for(path, "topology").load_topology(path, [])
+    path.write_text(GROMACS_TOP.replace("[ virtual_sites2 ]", "[ virtual_sitesn ]"))
+    with pytest.raises(TopologyError, match=r"\[ virtual_sitesn \]"):
+        default_registry().loader_for(path, "topology").load_topology(path, [])
