@@ -74,6 +74,16 @@ def distributed() -> int:
     return run("-m", "pytest", "-q", *quick) or slow_tests(quick[0])
 
 
+@validation
+def differentiable() -> int:
+    """Differentiable simulation: backprop through 1,000 steps of the solvated dipeptide
+    within 4 GB, the 500-step LJ ε gradient against finite differences, the torsion fit
+    within 5% (slow tests), then the memory/time table of checkpointing."""
+    return slow_tests("tests/core/test_differentiable.py") or run(
+        "benchmarks/differentiable.py", "--steps", "50"
+    )
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(VALIDATIONS)
     unknown = [n for n in names if n not in VALIDATIONS]
