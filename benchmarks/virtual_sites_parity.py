@@ -66,7 +66,8 @@ def figures(name: str, route: str, mode: str) -> list[tuple[str, float, float, f
 
 def main() -> int:
     worst = 0.0
-    print(f"{'system':<12} {'route':<7} {'mode':<15} {'how':<9} {'|ΔE|':>9} {'max|ΔF|':>9}")
+    header = ("system", "route", "mode", "how", "|ΔE|", "max|ΔF|")
+    print("{:<12} {:<7} {:<15} {:<9} {:>9} {:>9}".format(*header))
     for name in sorted(CUTOFFS):
         for route in ROUTES:
             for mode in MODES:
