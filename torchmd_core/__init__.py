@@ -32,7 +32,6 @@ from torchmd_core.errors import (
     TorchMDError,
 )
 from torchmd_core.export import ExportError, export_parameters
-from torchmd_core.export import ExportError, export_parameters
 from torchmd_core.hookspecs import hookimpl, hookspec
 from torchmd_core.integrator import (
     Integrator,
@@ -49,13 +48,6 @@ from torchmd_core.loader import (
 )
 from torchmd_core.minimize import minimize
 from torchmd_core.neighbors import NeighborList, Neighbors, build_pairs
-from torchmd_core.parameters import (
-    fitted_system,
-    freeze,
-    parameter_names,
-    parameter_values,
-    trainable,
-)
 from torchmd_core.parameters import (
     fitted_system,
     freeze,
@@ -84,7 +76,6 @@ from torchmd_core.system import (
     VirtualSites,
 )
 from torchmd_core.trajectory import Trajectory, simulate
-from torchmd_core.trajectory import Trajectory, simulate
 from torchmd_core.virtual_sites import distribute_site_forces, place_virtual_sites
 
 __version__ = "0.1.0"
@@ -100,9 +91,8 @@ __all__ = [
     "Constraints",
     "CoordinateLoader",
     "Coordinates",
-    "ExportError",
-    "ExportError",
     "DistributedError",
+    "ExportError",
     "Frame",
     "InputFileError",
     "Integrator",
@@ -138,16 +128,12 @@ __all__ = [
     "TopologyLoader",
     "TorchMDError",
     "Trajectory",
-    "Trajectory",
     "VirtualSites",
     "__version__",
     "build_pairs",
     "default_registry",
     "discover",
     "distribute_site_forces",
-    "export_parameters",
-    "fitted_system",
-    "freeze",
     "export_parameters",
     "fitted_system",
     "freeze",
@@ -161,16 +147,12 @@ __all__ = [
     "minimize",
     "parameter_names",
     "parameter_values",
-    "parameter_names",
-    "parameter_values",
     "parse_config",
     "place_virtual_sites",
     "replica_generators",
     "replica_normal",
     "save_checkpoint",
     "simulate",
-    "simulate",
     "temperature",
-    "trainable",
     "trainable",
 ]
