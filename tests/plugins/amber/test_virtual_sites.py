@@ -318,7 +318,9 @@ def test_tmd_energy_notes_sites_off_their_construction(capsys):
 # -- dynamics --------------------------------------------------------------------
 
 
-def opc_simulation(integrator: dict, **system_options) -> Simulation:
+def opc_simulation(
+    integrator: dict, barostat: dict | None = None, **system_options
+) -> Simulation:
     topology, _, coordinate_file = files("opc_ff19sb", "prmtop")
     config = parse_config(
         {
@@ -332,6 +334,7 @@ def opc_simulation(integrator: dict, **system_options) -> Simulation:
                 {"kind": "nonbonded", "cutoff": 9.0, "switch_distance": 7.5},
             ],
             "integrator": integrator,
+            "barostat": barostat,
             "initial_temperature_K": 300.0,
             "steps": 0,
         }
@@ -382,6 +385,18 @@ def test_verlet_conserves_energy_with_virtual_sites():
     # 0.5 kcal/mol measured over 50 fs of these 1,283 atoms; without the site forces
     # handed on to the parents the box heats to ~8000 K in the same time.
     assert np.ptp(totals) < 2.0
+
+
+def test_barostat_moves_each_4_site_water_as_one_molecule():
+    barostat = {"kind": "montecarlo", "temperature_K": 300.0, "interval": 2}
+    langevin = {"kind": "langevin", "timestep_fs": 2.0, "temperature_K": 300.0}
+    sim = opc_simulation(langevin, barostat, constraints="hbonds")
+    assert sim.barostat.n_molecules == 1 + 291  # the peptide and the waters
+    box = sim.state.box.clone()
+    with torch.no_grad():
+        sim.run(20)
+    assert not torch.equal(sim.state.box, box)  # some volume moves were accepted
+    assert_sites_placed(sim)
 
 
 def test_minimisation_leaves_the_sites_on_their_parents():
