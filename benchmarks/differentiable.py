@@ -50,7 +50,11 @@ def measure(steps: int, every: int | None, threads: int) -> dict[str, Any]:
                 "rigid_water": False,
             },
             "potentials": [{"kind": "amber"}, {"kind": "nonbonded", "cutoff": 9.0}],
-            "integrator": {"kind": "langevin", "temperature_K": 300, "timestep_fs": 1.0},
+            "integrator": {
+                "kind": "langevin",
+                "temperature_K": 300,
+                "timestep_fs": 1.0,
+            },
             "steps": steps,
             "precision": "float64",
             "seed": 1,
@@ -94,8 +98,17 @@ def measure(steps: int, every: int | None, threads: int) -> dict[str, Any]:
 
 def run_child(steps: int, every: int | None, threads: int) -> dict[str, Any]:
     """:func:`measure` in a fresh process (so that peak memory is this run's)."""
-    cmd = [sys.executable, __file__, "--json", "--steps", str(steps),
-           "--every", str(every or 0), "--threads", str(threads)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--json",
+        "--steps",
+        str(steps),
+        "--every",
+        str(every or 0),
+        "--threads",
+        str(threads),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -105,21 +118,32 @@ def run_child(steps: int, every: int | None, threads: int) -> dict[str, Any]:
 
 def table(steps: int, everies: list[int | None], threads: int) -> list[dict[str, Any]]:
     rows = [run_child(steps, every, threads) for every in everies]
-    print(f"{steps} steps, solvated alanine dipeptide (688 atoms), float64, {threads} thread(s)")
-    print("checkpoint_every | peak RSS MB | graph MB | forward s | backward s | total s")
+    print(
+        f"{steps} steps, solvated alanine dipeptide (688 atoms), float64, "
+        f"{threads} thread(s)"
+    )
+    print(
+        "checkpoint_every | peak RSS MB | graph MB | forward s | backward s | total s"
+    )
     for row in rows:
         graph = row["peak_rss_mb"] - row["base_rss_mb"]
         every = row["checkpoint_every"] or "none"
         total = row["forward_s"] + row["backward_s"]
-        print(f"{every!s:>16} | {row['peak_rss_mb']:10.0f} | {graph:8.0f} | "
-              f"{row['forward_s']:9.1f} | {row['backward_s']:10.1f} | {total:7.1f}")  # fmt: skip
+        print(
+            f"{every!s:>16} | {row['peak_rss_mb']:10.0f} | {graph:8.0f} | "
+            f"{row['forward_s']:9.1f} | {row['backward_s']:10.1f} | {total:7.1f}"
+        )
     reference = rows[0]["gradient"]
-    worst = max(
-        abs(a - b) / max(abs(b), 1e-12)
-        for row in rows[1:]
-        for a, b in zip(row["gradient"], reference, strict=True)
-        if abs(b) > 1e-8 * max(map(abs, reference))
-    ) if len(rows) > 1 else 0.0  # fmt: skip
+    worst = (
+        max(
+            abs(a - b) / max(abs(b), 1e-12)
+            for row in rows[1:]
+            for a, b in zip(row["gradient"], reference, strict=True)
+            if abs(b) > 1e-8 * max(map(abs, reference))
+        )
+        if len(rows) > 1
+        else 0.0
+    )
     print(f"largest relative gradient difference from the first row: {worst:.2e}")
     return rows
 
@@ -127,12 +151,20 @@ def table(steps: int, everies: list[int | None], threads: int) -> list[dict[str,
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--every", type=str, default="0,5,10,25,50",
-                        help="comma-separated checkpoint_every values, 0 = none")  # fmt: skip
+    parser.add_argument(
+        "--every",
+        type=str,
+        default="0,5,10,25,50",
+        help="comma-separated checkpoint_every values, 0 = none",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="one run, JSON to stdout")
-    parser.add_argument("--max-rss-mb", type=float, default=None,
-                        help="fail when a run's peak memory exceeds this")  # fmt: skip
+    parser.add_argument(
+        "--max-rss-mb",
+        type=float,
+        default=None,
+        help="fail when a run's peak memory exceeds this",
+    )
     args = parser.parse_args(argv)
     everies = [int(e) or None for e in args.every.split(",")]
     if args.json:
@@ -142,8 +174,10 @@ def main(argv: list[str]) -> int:
     if args.max_rss_mb is not None:
         over = [r for r in rows if r["peak_rss_mb"] > args.max_rss_mb]
         for r in over:
-            print(f"FAIL: checkpoint_every={r['checkpoint_every']} peaked at "
-                  f"{r['peak_rss_mb']:.0f} MB > {args.max_rss_mb:.0f} MB")  # fmt: skip
+            print(
+                f"FAIL: checkpoint_every={r['checkpoint_every']} peaked at "
+                f"{r['peak_rss_mb']:.0f} MB > {args.max_rss_mb:.0f} MB"
+            )
         return len(over)
     return 0
 

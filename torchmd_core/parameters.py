@@ -184,12 +184,9 @@ def _make_shared(name: str, holders: list[_Holder]) -> nn.Parameter:
                 )
         param = nn.Parameter(first.detach().clone())
     for h in holders:
-        if h.tensor is param:
-            continue
-        h.module._buffers.pop(h.attribute, None)
-        h.module._non_persistent_buffers_set.discard(h.attribute)
-        h.module._parameters.pop(h.attribute, None)
-        h.module.register_parameter(h.attribute, param)
+        if h.tensor is not param:
+            delattr(h.module, h.attribute)  # the buffer (or another parameter)
+            h.module.register_parameter(h.attribute, param)
     return param
 
 
@@ -219,7 +216,7 @@ def freeze(potential: nn.Module, *names: str) -> None:
             value = h.tensor
             if not isinstance(value, nn.Parameter):
                 continue
-            h.module._parameters.pop(h.attribute)
+            delattr(h.module, h.attribute)
             h.module.register_buffer(h.attribute, value.detach().clone())
 
 

@@ -12,7 +12,7 @@ positions or velocities::
     traj.observables.mean().backward()
 
 Memory. Without checkpointing every step keeps its intermediate tensors until the
-backward pass (about 30 MB per step for the solvated alanine dipeptide, 688 atoms,
+backward pass (about 35 MB per step for the solvated alanine dipeptide, 688 atoms,
 in float64). With ``checkpoint_every=k`` the forward pass runs like plain MD (no
 graph) and keeps only the state at every k-th step; the backward pass reruns each
 stretch of k steps with its graph, once, and differentiates it. Memory is then about
