@@ -24,7 +24,8 @@ Random numbers. Langevin noise is reparameterised: it comes from the integrator'
 seeded per-replica generators, independent of the parameters, so gradients flow
 through positions and velocities along a fixed random stream. The recomputation of a
 stretch rewinds those generators (and the shared neighbour list) to where the stretch
-began, so it reproduces the first pass exactly.
+began, so it retraces the first pass (to rounding: the first pass may use a term's
+analytic forces, the recomputation autograd ones).
 
 Neighbour lists. Pair indices carry no gradient; distances are always recomputed from
 the differentiable positions, so rebuilding the list mid-trajectory does not cut the
@@ -114,6 +115,11 @@ def simulate(
             custom integrator) reads and that need gradients; the potential's
             parameters and buffers that require grad are always included.
 
+    With checkpointing, the graph of the result supports first derivatives (any
+    number of ``backward``/``autograd.grad`` calls), not derivatives of gradients
+    (``create_graph=True`` through the trajectory); keep ``checkpoint_every=None``
+    for those.
+
     Returns:
         The :class:`Trajectory`.
     """
@@ -172,7 +178,7 @@ def _as_sum(
 
 
 class _Runner:
-    """Runs stretches of steps, directly or under :func:`torch.utils.checkpoint`."""
+    """Runs stretches of steps, directly or as a :class:`_CheckpointedStretch`."""
 
     def __init__(
         self,
