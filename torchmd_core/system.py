@@ -331,7 +331,7 @@ class VirtualSites:
             ).reshape(-1, 3),
         )
 
-    @property
+    @cached_property
     def sites(self) -> Tensor:
         """(S,) int64 every site atom (linear, out-of-plane, local)."""
         return torch.cat([self.linear_sites, self.out_of_plane_sites, self.local_sites])
@@ -348,7 +348,9 @@ class VirtualSites:
         )
 
     def __len__(self) -> int:
-        return int(self.sites.shape[0])
+        return len(self.linear_sites) + len(self.out_of_plane_sites) + len(
+            self.local_sites
+        )
 
     def first_parents(self) -> Tensor:
         """(S, 2) int64 (site, its first parent), in the order of :attr:`sites`."""
