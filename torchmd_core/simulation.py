@@ -99,8 +99,8 @@ class Simulation:
             self.potential = potential
         elif isinstance(potential, PotentialSum):  # built without the system's sites
             nl = potential.neighbor_list
-            self.potential = PotentialSum(
-                list(potential.potentials), system=system, skin=nl.skin if nl else skin
+            self.potential = PotentialSum(  # flattens the given sum's terms
+                [potential], system=system, skin=nl.skin if nl else skin
             )
         else:
             terms = [potential] if isinstance(potential, Potential) else list(potential)
