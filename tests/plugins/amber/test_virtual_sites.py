@@ -539,3 +539,24 @@ def test_gromacs_unsupported_virtual_sites_are_named(tmp_path):
     path.write_text(GROMACS_TOP.replace("[ virtual_sites2 ]", "[ virtual_sitesn ]"))
     with pytest.raises(TopologyError, match=r"\[ virtual_sitesn \]"):
         default_registry().loader_for(path, "topology").load_topology(path, [])
+
+
+def test_prmtop_extra_points_without_the_bonds_that_place_them_are_refused(tmp_path):
+    """OpenMM's rule needs the water's H-H bond length; without it: a clear error."""
+    import parmed
+
+    topology, _, _ = files("tip4pew", "prmtop")
+    parm = parmed.amber.AmberFormat(str(topology))
+    names = [n.strip() for n in parm.parm_data["ATOM_NAME"]]
+    flat = parm.parm_data["BONDS_INC_HYDROGEN"]
+    kept = [
+        flat[k : k + 3]
+        for k in range(0, len(flat), 3)
+        if not (names[flat[k] // 3][0] == names[flat[k + 1] // 3][0] == "H")
+    ]
+    parm.parm_data["BONDS_INC_HYDROGEN"] = [x for bond in kept for x in bond]
+    parm.parm_data["POINTERS"][2] = len(kept)
+    path = tmp_path / "no_hh.prmtop"
+    parm.write_parm(str(path))
+    with pytest.raises(TopologyError, match="no H-H bond"):
+        default_registry().loader_for(path, "topology").load_topology(path, [])
