@@ -553,3 +553,23 @@ def test_torchrun_trains_through_md_like_one_process():
     a, b = losses(one.stdout), losses(two.stdout)
     assert len(a) == len(b) == 2 and a[1] < a[0]
     torch.testing.assert_close(torch.tensor(b), torch.tensor(a), rtol=1e-6, atol=0)
+
+
+@pytest.mark.slow
+def test_the_differentiable_finetuning_example_runs_under_ddp():
+    """examples/differentiable/finetune_torchmdnet.py and its DDP version on 2
+    processes (2 starting frames each) print the same losses."""
+    pytest.importorskip("torchmdnet")
+    args = ["--iterations", "3", "--steps", "10", "--warmup-steps", "50"]
+    one = subprocess.run(
+        [sys.executable, "examples/differentiable/finetune_torchmdnet.py", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    two = torchrun(EXAMPLES / "finetune_torchmdnet_ddp.py", *args)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+
+    def iterations(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line.startswith("iteration")]
+
+    assert len(iterations(one.stdout)) == 3
+    assert iterations(two.stdout) == iterations(one.stdout)
