@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
-from contextlib import closing
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -77,17 +77,9 @@ def read_gromacs_top(path: Path, parameters: Sequence[Path] = ()) -> System:
     from parmed.gromacs import GromacsTopologyFile
 
     check_file(path, "GROMACS topology")
-    includes = []
-    for p in parameters:
-        p = Path(p)
-        includes.append(str(p if p.is_dir() else p.parent))
     try:
-        kwargs: dict[str, Any] = {}
-        if includes or os.environ.get("GMXLIB"):
-            kwargs["includes"] = includes + (
-                [os.environ["GMXLIB"]] if os.environ.get("GMXLIB") else []
-            )
-        top = GromacsTopologyFile(str(path), **kwargs)
+        with _include_dir(parameters):
+            top = GromacsTopologyFile(str(path))
     except FileNotFoundError as err:
         raise InputFileError(
             f"GROMACS topology '{path}': {err}. Set GMXLIB or pass the folder holding "
@@ -105,8 +97,27 @@ def read_gromacs_top(path: Path, parameters: Sequence[Path] = ()) -> System:
         raise InputFileError(
             f"cannot read GROMACS topology '{path}': {type(err).__name__}: {err}"
         ) from None
-    sites, site_exclusions = gromacs_virtual_sites(path, len(top.atoms))
+    with _include_dir(parameters):
+        sites, site_exclusions = gromacs_virtual_sites(path, len(top.atoms))
     return system_from_structure(top, path, sites, site_exclusions)
+
+
+@contextmanager
+def _include_dir(parameters: Sequence[Path]) -> Iterator[None]:
+    """Point parmed's single ``#include`` search folder (besides the topology's own) at
+    the first ``parameters`` entry (a folder, or a file's folder), else at GMXLIB."""
+    import parmed.gromacs as gmx
+
+    folders = [str(p if Path(p).is_dir() else Path(p).parent) for p in parameters]
+    if os.environ.get("GMXLIB"):
+        folders.append(os.environ["GMXLIB"])
+    previous = gmx.GROMACS_TOPDIR
+    if folders:
+        gmx.GROMACS_TOPDIR = folders[0]
+    try:
+        yield
+    finally:
+        gmx.GROMACS_TOPDIR = previous
 
 
 def system_from_structure(

@@ -169,3 +169,21 @@ def test_missing_include_is_an_input_file_error(tmp_path):
     )
     with pytest.raises(InputFileError, match=r"inc\.top"):
         read_gromacs_top(path)
+
+
+def test_includes_are_found_in_a_parameters_folder(ala2_top, tmp_path):
+    """A topology that #includes a force-field file kept elsewhere, found through the
+    folder given as a parameters entry (as `tmd energy --parameters DIR`)."""
+    text = ala2_top.read_text()
+    start = text.index("[ defaults ]")
+    end = text.index("[ moleculetype ]")
+    ff = tmp_path / "ff"
+    ff.mkdir()
+    (ff / "myff.itp").write_text(text[start:end])
+    top = tmp_path / "top" / "ala2.top"
+    top.parent.mkdir()
+    top.write_text(text[:start] + '#include "myff.itp"\n\n' + text[end:])
+    with pytest.raises(InputFileError):
+        read_gromacs_top(top)
+    system = read_gromacs_top(top, [ff])
+    assert torch.equal(system.bonds, read_gromacs_top(ala2_top).bonds)
