@@ -33,7 +33,8 @@ class LangevinBAOAB(MolecularDynamics):
     averages have small timestep errors (Leimkuhler & Matthews, Appl. Math. Res.
     Express 2013, 34; J. Chem. Phys. 138, 174102 (2013)). Random numbers come from one
     generator per replica (replica r of a run seeded s draws as a one-replica run
-    seeded s + r).
+    seeded s + r). Each replica may have its own bath temperature
+    (:meth:`set_replica_temperatures`, as temperature replica exchange does).
     """
 
     class Config(DynamicsConfig):
