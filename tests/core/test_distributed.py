@@ -156,6 +156,8 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
     interrupt = config(
         root / "interrupt", [*OUTPUTS, {"kind": "test.interrupt", "step": 7, "rank": 1}]
     )
+    exists = config(root / "exists")
+    (root / "exists/traj_r2.dcd").write_text("not ours")  # rank 1 would replace it
     fail = config(
         root / "fail",
         [
@@ -187,6 +189,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
         {"op": "tmd", "argv": ["run", str(exchange)]},
         {"op": "train"},
         {"op": "tmd", "argv": ["run", str(interrupt)]},
+        {"op": "tmd", "argv": ["run", str(exists), "--quiet"]},
         {"op": "tmd", "argv": ["run", str(fail), "--quiet"]},
         {"op": "tmd", "argv": ["run", str(die), "--quiet"]},  # last: rank 1 exits
     ]
@@ -200,6 +203,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> types.SimpleNamespace:
         "exchange",
         "train",
         "interrupt",
+        "exists",
         "fail",
         "die",
     ]
@@ -449,6 +453,19 @@ def test_ctrl_c_on_one_process_stops_all_at_one_step_with_a_checkpoint(job):
         tmd("run", folder / "run.yaml", "--resume", folder / "run.chk", "--quiet") == 0
     )
     same_outputs(job.root / "ref", folder, FILES, resumed=True)
+
+
+def test_a_problem_before_the_first_step_on_one_process_stops_all(job):
+    """Only rank 1 would replace a file (its replica's trajectory): both processes
+    refuse to start, with the exit code of bad input; rank 0 says which process."""
+    ranks = [result(job, "exists", r) for r in range(2)]
+    assert [r["code"] for r in ranks] == [2, 2]
+    message = ranks[0]["stderr"]
+    assert "rank 1 (replica 2) of 2 processes failed:" in message
+    assert "traj_r2.dcd' exists already" in message
+    assert ranks[1]["stderr"] == ""
+    assert (job.root / "exists/traj_r2.dcd").read_text() == "not ours"
+    assert not (job.root / "exists/log.csv").exists()  # rank 0 did not start either
 
 
 def test_one_failing_process_stops_every_process_with_one_message(job):
