@@ -58,6 +58,13 @@ def restart() -> int:
 
 
 @validation
+def torchmdnet() -> int:
+    """The shipped TensorNet example: 1,000 stable Langevin steps at 300 K, and the
+    training script end to end (short settings)."""
+    return slow_tests("tests/plugins/torchmdnet")
+
+
+@validation
 def dynamics() -> int:
     """Integrators, constraints, barostat, replicas: quick slow tests, then full figures."""
     return slow_tests("tests/plugins/dynamics", "tests/plugins/barostats") or run(

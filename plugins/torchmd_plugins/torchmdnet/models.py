@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import pickle
+import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,11 +57,25 @@ def import_torchmdnet() -> ModuleType:
     Raises:
         PluginLoadError: torchmd-net is not installed (or fails to import).
     """
+    _quiet_warp()
     try:
         from torchmdnet.models import model
     except ImportError as err:
         raise PluginLoadError(f"{INSTALL_HINT} ({err})") from None
     return model  # type: ignore[no-any-return]
+
+
+def _quiet_warp() -> None:
+    """Keep NVIDIA Warp (torchmd-net's kernels) from printing its banner and a line per
+    kernel module loaded into the run's output: its log level becomes WARNING, unless
+    Warp was imported (and so configured) before."""
+    if "warp" in sys.modules:
+        return
+    try:
+        import warp
+    except ImportError:  # older torchmd-net versions do not use Warp
+        return
+    warp.config.log_level = max(warp.config.log_level, warp.LOG_WARNING)
 
 
 def load_model_file(path: Path | Sequence[Path]) -> nn.Module:

@@ -150,9 +150,8 @@ class TorchMDNetPotential(Potential):
                 )
             module = load_model_file(config.model)
         disable_derivative(module)
-        with contextlib.suppress(
-            NotImplementedError
-        ):  # exported programs have no eval mode
+        # Exported programs (torch.export) have no eval mode.
+        with contextlib.suppress(NotImplementedError):
             module.eval()
         if not config.trainable:
             module.requires_grad_(False)
@@ -235,9 +234,8 @@ class TorchMDNetPotential(Potential):
 
     def _apply(self, fn: Any, recurse: bool = True) -> TorchMDNetPotential:
         super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
-        if (
-            getattr(self, "_fixed_dtype", None) is not None
-        ):  # keep the configured precision through .to(dtype)
+        # Keep a configured model precision through .to(dtype).
+        if getattr(self, "_fixed_dtype", None) is not None:
             self.model.to(dtype=self._fixed_dtype)
         self._model_dtype = _floating_dtype(self.model)
         return self
