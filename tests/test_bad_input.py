@@ -42,7 +42,10 @@ def time_limit(seconds: int) -> Iterator[None]:
 
 
 def tmd(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str]:
-    """Run ``tmd`` in this process; (exit code, stderr). Fails on tracebacks and hangs."""
+    """Run ``tmd`` in this process; (exit code, stderr).
+
+    Fails on tracebacks and hangs.
+    """
     with time_limit(TIMEOUT_S):
         code = main([str(a) for a in args])
     err = capsys.readouterr().err
@@ -51,7 +54,7 @@ def tmd(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
     return code, err
 
 
-# -- the inputs ------------------------------------------------------------------------------
+# -- the inputs ------------------------------------------------------------------------
 
 
 def copy_inputs(folder: Path, *names: str) -> list[Path]:
@@ -80,7 +83,8 @@ def write_crd(pdb: Path, crd: Path) -> None:
         x, y, z = float(line[30:38]), float(line[38:46]), float(line[46:54])
         segment = line[72:76].strip() or "MOL"
         lines.append(
-            f"{i:5d}{resid:5d} {resname:<4} {name:<4}{x:10.5f}{y:10.5f}{z:10.5f} {segment:<4} {resid:<4}{0.0:10.5f}"
+            f"{i:5d}{resid:5d} {resname:<4} {name:<4}{x:10.5f}{y:10.5f}{z:10.5f} "
+            f"{segment:<4} {resid:<4}{0.0:10.5f}"
         )
     crd.write_text("\n".join(lines) + "\n")
 
@@ -146,7 +150,7 @@ def run_config(folder: Path, steps: int = 3) -> Path:
     return path
 
 
-# -- corruptions ---------------------------------------------------------------------------------
+# -- corruptions -----------------------------------------------------------------------
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -237,7 +241,7 @@ def check_clean_end(code: int, err: str, corrupted: Path, run: bool = False) -> 
         assert err.startswith(("NumericalInstabilityError", "SimulationError")), err
 
 
-# -- fuzzing -------------------------------------------------------------------------------------
+# -- fuzzing ---------------------------------------------------------------------------
 
 ENERGY_FILES = ["prmtop", "pdb", "psf", "prm", "crd", "coor", "xtc"]
 
@@ -294,7 +298,7 @@ def test_the_uncorrupted_inputs_work(tmp_path, capsys):
     assert (run / "out/log.csv").read_text().count("\n") == 5  # header + steps 0..3
 
 
-# -- explicit cases: one clear message each --------------------------------------------------------
+# -- explicit cases: one clear message each --------------------------------------------
 
 
 def test_missing_topology(tmp_path, capsys):
@@ -396,8 +400,8 @@ def test_cutoff_beyond_half_the_box(tmp_path, capsys):
     code, err = tmd(capsys, "run", config)
     assert code == 2
     assert (
-        "potentials[1] (kind='nonbonded').cutoff: 12.0 Å is more than half the smallest box width"
-        in err
+        "potentials[1] (kind='nonbonded').cutoff: 12.0 Å is more than half the "
+        "smallest box width" in err
     )
 
 

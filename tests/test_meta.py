@@ -1,4 +1,7 @@
-"""Checks on the project itself: layering, documentation and tests of every hook, entry points."""
+"""Checks on the project itself.
+
+Layering, documentation and tests of every hook, entry points.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +28,22 @@ def test_core_never_imports_plugins_statically():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "torchmd_plugins"]
+            offenders += [
+                f"{path.relative_to(ROOT)}: {n}"
+                for n in names
+                if n.split(".")[0] == "torchmd_plugins"
+            ]
     assert not offenders, offenders
 
 
 def test_importing_core_loads_no_plugin_module():
-    code = "import sys, torchmd_core, torchmd_core.cli, torchmd_core.builder; print(any(m.startswith('torchmd_plugins') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys, torchmd_core, torchmd_core.cli, torchmd_core.builder; "
+        "print(any(m.startswith('torchmd_plugins') for m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "False"
 
 
@@ -41,11 +53,17 @@ def test_every_hook_is_documented_and_tested():
     for hook in HOOKS:
         assert f"### {hook}" in docs, f"{hook} has no section in docs/pages/hooks.md"
         short = hook.removeprefix("torchmd_core_")
-        assert f"def test_hook_{short}(" in tests, f"{hook} has no test_hook_{short} test"
+        assert f"def test_hook_{short}(" in tests, (
+            f"{hook} has no test_hook_{short} test"
+        )
 
 
 def test_every_builtin_entry_point_loads_and_registers_something():
-    eps = [ep for ep in metadata.entry_points(group="torchmd_core") if ep.dist and ep.dist.name == "torchmd-core"]
+    eps = [
+        ep
+        for ep in metadata.entry_points(group="torchmd_core")
+        if ep.dist and ep.dist.name == "torchmd-core"
+    ]
     reg = discover(distributions=["torchmd-core"], disabled=())
     assert not reg.problems, [str(p) for p in reg.problems]
     for ep in eps:

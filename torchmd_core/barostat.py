@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from pydantic import Field
@@ -40,9 +40,11 @@ class Barostat(Component, ABC):
 
     @property
     def interval(self) -> int:
-        return int(getattr(self.config, "interval"))
+        return int(cast(BarostatConfig, self.config).interval)
 
-    def seed(self, seed: int, n_replicas: int, device: torch.device | str = "cpu") -> None:
+    def seed(
+        self, seed: int, n_replicas: int, device: torch.device | str = "cpu"
+    ) -> None:
         self._seed = int(seed)
         self.generators = replica_generators(seed, n_replicas, device)
 
@@ -50,11 +52,16 @@ class Barostat(Component, ABC):
     def apply(self, state: State, potential: Potential) -> State:
         """The state after one barostat move (accepted or not)."""
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Barostat:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Barostat:
         return self
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self._seed, "generators": [g.get_state() for g in self.generators]}
+        return {
+            "seed": self._seed,
+            "generators": [g.get_state() for g in self.generators],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._seed = int(state["seed"])

@@ -24,10 +24,18 @@ from torchmd_core.system import System
 if TYPE_CHECKING:
     from torchmd_core.distributed import ReplicaGroup
 
-__all__ = ["build_potentials", "build_simulation", "load_system", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "build_potentials",
+    "build_simulation",
+    "load_system",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 
-def load_system(config: SystemConfig, registry: Registry | None = None) -> tuple[System, Coordinates]:
+def load_system(
+    config: SystemConfig, registry: Registry | None = None
+) -> tuple[System, Coordinates]:
     """Read topology and coordinates with the loaders the file names (or formats) pick.
 
     Raises:
@@ -40,28 +48,39 @@ def load_system(config: SystemConfig, registry: Registry | None = None) -> tuple
     for path in (config.topology, config.coordinates, *config.parameters):
         if path is not None:
             _check_readable(Path(path))
-    topo_loader = registry.loader_for(Path(config.topology), "topology", config.topology_format)
-    system = topo_loader.load_topology(Path(config.topology), tuple(Path(p) for p in config.parameters))  # type: ignore[attr-defined]
+    topo_loader = registry.loader_for(
+        Path(config.topology), "topology", config.topology_format
+    )
+    system = topo_loader.load_topology(
+        Path(config.topology), tuple(Path(p) for p in config.parameters)
+    )
     _check_finite_parameters(system, config)
     coord_path = config.coordinates
     if coord_path is None:
         if not isinstance(topo_loader, CoordinateLoader):
             raise ConfigError(
-                f"system.coordinates: required, '{Path(config.topology).name}' holds no "
-                "coordinates (give a pdb, inpcrd, crd, coor, ... file)"
+                f"system.coordinates: required, '{Path(config.topology).name}' holds "
+                "no coordinates (give a pdb, inpcrd, crd, coor, ... file)"
             )
         coord_path = config.topology
-    coord_loader = registry.loader_for(Path(coord_path), "coordinates", config.coordinates_format)
-    coords = coord_loader.load_coordinates(Path(coord_path), system)  # type: ignore[attr-defined]
+    coord_loader = registry.loader_for(
+        Path(coord_path), "coordinates", config.coordinates_format
+    )
+    coords = coord_loader.load_coordinates(Path(coord_path), system)
     if not bool(torch.isfinite(coords.positions).all()):
-        raise InputFileError(f"coordinate file '{coord_path}' holds NaN or infinite positions; it is corrupt")
+        raise InputFileError(
+            f"coordinate file '{coord_path}' holds NaN or infinite positions; "
+            "it is corrupt"
+        )
     if coords.n_atoms != system.n_atoms:
         raise TopologyError(
             f"coordinate file '{coord_path}' has {coords.n_atoms} atoms but topology "
             f"'{config.topology}' has {system.n_atoms}; use files of the same system"
         )
     if config.box is not None:
-        coords = Coordinates(coords.positions, box_from_config(config.box), coords.velocities)
+        coords = Coordinates(
+            coords.positions, box_from_config(config.box), coords.velocities
+        )
     # The starting structure, for terms tied to it (position restraints' reference).
     system.metadata["initial_coordinates"] = coords
     return system, coords
@@ -76,7 +95,11 @@ def _check_finite_parameters(system: System, config: SystemConfig) -> None:
         if atoms:
             bad.append(f"{name} of atoms {', '.join(map(str, atoms[:5]))}")
     for term, table in system.terms.items():
-        bad.extend(f"{term} parameter '{key}'" for key, v in table.values.items() if not bool(torch.isfinite(v).all()))
+        bad.extend(
+            f"{term} parameter '{key}'"
+            for key, v in table.values.items()
+            if not bool(torch.isfinite(v).all())
+        )
     if system.nonbonded is not None:
         for key in ("sigma", "epsilon"):
             if not bool(torch.isfinite(getattr(system.nonbonded, key)).all()):
@@ -84,8 +107,8 @@ def _check_finite_parameters(system: System, config: SystemConfig) -> None:
     if bad:
         files = ", ".join(f"'{p}'" for p in (config.topology, *config.parameters))
         raise InputFileError(
-            f"non-finite (NaN or infinite) values read from {files}: {'; '.join(bad)}; the "
-            "file is corrupt"
+            f"non-finite (NaN or infinite) values read from {files}: "
+            f"{'; '.join(bad)}; the file is corrupt"
         )
 
 
@@ -113,11 +136,17 @@ def _check_readable(path: Path) -> None:
         with path.open("rb") as fh:
             fh.read(1)
     except OSError as err:
-        raise InputFileError(f"cannot read input file '{path}': {err.strerror}") from None
+        raise InputFileError(
+            f"cannot read input file '{path}': {err.strerror}"
+        ) from None
 
 
 def resolve_dtype(precision: str) -> torch.dtype:
-    return {"float32": torch.float32, "float64": torch.float64, "double": torch.float64}[precision]
+    return {
+        "float32": torch.float32,
+        "float64": torch.float64,
+        "double": torch.float64,
+    }[precision]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,15 +154,27 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"device: {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+        raise ConfigError(
+            f"device: {name!r} is not a torch device (cpu, cuda, cuda:1, ...)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {name!r} requested but CUDA is not available; use device: cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {name!r} does not exist ({torch.cuda.device_count()} GPUs)")
+        raise ConfigError(
+            f"device: {name!r} requested but CUDA is not available; use device: cpu"
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"device: {name!r} does not exist ({torch.cuda.device_count()} GPUs)"
+        )
     return device
 
 
-def build_potentials(config: SimulationConfig, system: System, registry: Registry) -> list[Potential]:
+def build_potentials(
+    config: SimulationConfig, system: System, registry: Registry
+) -> list[Potential]:
     """The configured potentials plus those plugins add through the hook.
 
     A potential whose class declares a region (:meth:`Potential.replaced_atoms`, e.g.
@@ -157,7 +198,9 @@ def build_potentials(config: SimulationConfig, system: System, registry: Registr
         if region is not None:
             classical = classical.without_interactions_within(region)
     potentials: list[Potential] = []
-    for i, (cls, cfg, region) in enumerate(zip(classes, config.potentials, regions, strict=True)):
+    for i, (cls, cfg, region) in enumerate(
+        zip(classes, config.potentials, regions, strict=True)
+    ):
         if i in failed:
             continue
         try:
@@ -166,7 +209,9 @@ def build_potentials(config: SimulationConfig, system: System, registry: Registr
             problems.append(f"potentials[{i}] (kind={cfg.kind!r}): {_bare(err)}")
     if problems:
         raise ConfigError(problems)
-    for extra in registry.hook.torchmd_core_add_potentials(config=config, system=system):
+    for extra in registry.hook.torchmd_core_add_potentials(
+        config=config, system=system
+    ):
         potentials.extend(extra or [])
     return potentials
 
@@ -202,12 +247,19 @@ def build_simulation(
     system, coords = load_system(config.system, registry)
     system = prepare_system(system, config.system)
     potentials = build_potentials(config, system, registry)
-    integrator = registry.get("integrators", config.integrator.kind)(config.integrator, system)
+    integrator = registry.get("integrators", config.integrator.kind)(
+        config.integrator, system
+    )
     barostat = None
     if config.barostat is not None:
-        barostat = registry.get("barostats", config.barostat.kind)(config.barostat, system)
+        barostat = registry.get("barostats", config.barostat.kind)(
+            config.barostat, system
+        )
         if coords.box is None:
-            raise ConfigError("barostat: needs a periodic box (system.box or a coordinate file with one)")
+            raise ConfigError(
+                "barostat: needs a periodic box (system.box or a coordinate file "
+                "with one)"
+            )
     reporters = [registry.get("reporters", c.kind)(c, system) for c in config.reporters]
     for extra in registry.hook.torchmd_core_add_reporters(config=config, system=system):
         reporters.extend(extra or [])
@@ -224,7 +276,10 @@ def build_simulation(
         exchange = ReplicaExchange.from_config(config.exchange, config.seed)
         reporters.extend(exchange.reporters(system))
     state = State.from_coordinates(
-        coords.positions, coords.box, n_replicas=len(replicas), dtype=dtype,
+        coords.positions,
+        coords.box,
+        n_replicas=len(replicas),
+        dtype=dtype,
         device=device,
     )
     bath = integrator.temperature_K
@@ -255,7 +310,9 @@ def prepare_system(system: System, config: SystemConfig) -> System:
     return apply_system_options(system, config)
 
 
-def _check_cutoffs(config: SimulationConfig, potentials: list[Potential], coords: Coordinates) -> None:
+def _check_cutoffs(
+    config: SimulationConfig, potentials: list[Potential], coords: Coordinates
+) -> None:
     if coords.box is None:
         return
     half = 0.5 * float(min_box_width(coords.box))
@@ -263,9 +320,9 @@ def _check_cutoffs(config: SimulationConfig, potentials: list[Potential], coords
     for i, pot in enumerate(potentials[: len(config.potentials)]):
         if pot.cutoff is not None and pot.cutoff > half:
             problems.append(
-                f"potentials[{i}] (kind={config.potentials[i].kind!r}).cutoff: {pot.cutoff} Å "
-                f"is more than half the smallest box width ({half:.3f} Å); use a smaller "
-                "cutoff or a larger box"
+                f"potentials[{i}] (kind={config.potentials[i].kind!r}).cutoff: "
+                f"{pot.cutoff} Å is more than half the smallest box width "
+                f"({half:.3f} Å); use a smaller cutoff or a larger box"
             )
     if problems:
         raise ConfigError(problems)
@@ -294,7 +351,11 @@ def _initial_velocities(
     if t_init is None:
         t_init = bath_K or 0.0
     return maxwell_boltzmann_velocities(
-        system, t_init, config.n_replicas, config.seed, dtype=dtype, device=device,
+        system,
+        t_init,
+        config.n_replicas,
+        config.seed,
+        dtype=dtype,
+        device=device,
         replicas=replicas,
     )
-

@@ -45,7 +45,6 @@ FORMAT = "torchmd-core-checkpoint"
 VERSION = 2
 
 
-
 def system_signature(system: System) -> str:
     """A hash of atom count, names, masses and charges: what identifies a system."""
     h = hashlib.sha256()

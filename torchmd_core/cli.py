@@ -39,57 +39,102 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tmd",
         description="torchmd-core: differentiable molecular dynamics on PyTorch.",
     )
-    parser.add_argument("--version", action="version", version=f"tmd (torchmd-core) {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"tmd (torchmd-core) {__version__}"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser(
         "run",
         help="run a simulation from a YAML config",
-        description="Run a simulation to the config's 'steps'. Existing output files are "
-        "never replaced unless --overwrite is given. Ctrl-C (or SIGTERM) stops after the "
-        "current step and writes a checkpoint (the checkpoint reporter's file, else "
-        "CONFIG.interrupted.chk); --resume continues exactly from it, appending to the "
-        "outputs. Exit codes: 0 done, 1 run failed, 2 bad input, 130/143 interrupted.",
+        description="Run a simulation to the config's 'steps'. Existing output files "
+        "are never replaced unless --overwrite is given. Ctrl-C (or SIGTERM) stops "
+        "after the current step and writes a checkpoint (the checkpoint reporter's "
+        "file, else CONFIG.interrupted.chk); --resume continues exactly from it, "
+        "appending to the outputs. Exit codes: 0 done, 1 run failed, 2 bad input, "
+        "130/143 interrupted.",
     )
-    run.add_argument("config", type=Path, metavar="CONFIG", help="YAML configuration file")
-    run.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a checkpoint to the config's steps")
-    run.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    run.add_argument(
+        "config", type=Path, metavar="CONFIG", help="YAML configuration file"
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint to the config's steps",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace existing output files"
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no summary"
+    )
     run.set_defaults(func=_cmd_run)
 
     energy = sub.add_parser(
         "energy",
         help="print the energy terms (and forces) of one structure",
-        description="Evaluate every energy term of a structure, flexible (no constraints). "
-        "Without --cutoff: all pairs, non-periodic. With --cutoff and a box (from the "
-        "coordinates or --box): periodic reaction field; without a box: non-periodic "
-        "reaction field. Virtual sites (extra points) are evaluated where the "
-        "coordinate file puts them and their forces handed on to their parent atoms, "
-        "as OpenMM's Context.getState reports them; --forces keeps the force that "
-        "acted on each site in its row, as OpenMM does.",
+        description="Evaluate every energy term of a structure, flexible (no "
+        "constraints). Without --cutoff: all pairs, non-periodic. With --cutoff and a "
+        "box (from the coordinates or --box): periodic reaction field; without a box: "
+        "non-periodic reaction field. Virtual sites (extra points) are evaluated where "
+        "the coordinate file puts them and their forces handed on to their parent "
+        "atoms, as OpenMM's Context.getState reports them; --forces keeps the force "
+        "that acted on each site in its row, as OpenMM does.",
     )
     energy.add_argument("topology", type=Path, metavar="TOPOLOGY")
     energy.add_argument("coordinates", type=Path, metavar="COORDINATES")
-    energy.add_argument("--parameters", type=Path, action="append", default=[], metavar="FILE",
-                        help="force-field parameter file (repeatable)")
-    energy.add_argument("--box", type=float, nargs="+", metavar="X",
-                        help="box lengths A B C (Å) [and angles ALPHA BETA GAMMA (°)]")
+    energy.add_argument(
+        "--parameters",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="force-field parameter file (repeatable)",
+    )
+    energy.add_argument(
+        "--box",
+        type=float,
+        nargs="+",
+        metavar="X",
+        help="box lengths A B C (Å) [and angles ALPHA BETA GAMMA (°)]",
+    )
     energy.add_argument("--cutoff", type=float, metavar="ANGSTROM")
     energy.add_argument("--switch-distance", type=float, metavar="ANGSTROM")
-    energy.add_argument("--reaction-field-dielectric", type=float, default=78.3, metavar="EPS")
+    energy.add_argument(
+        "--reaction-field-dielectric", type=float, default=78.3, metavar="EPS"
+    )
     energy.add_argument("--no-dispersion-correction", action="store_true")
-    energy.add_argument("--precision", choices=["float32", "float64", "double"], default="float64")
+    energy.add_argument(
+        "--precision", choices=["float32", "float64", "double"], default="float64"
+    )
     energy.add_argument("--device", default="cpu", metavar="DEV")
-    energy.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    energy.add_argument("--forces", type=Path, metavar="FILE.npy", help="write (n_atoms, 3) float64 forces, kcal/mol/Å (replaces an earlier .npy or empty file)")
-    energy.add_argument("--overwrite", action="store_true", help="replace an existing --forces file")
+    energy.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout"
+    )
+    energy.add_argument(
+        "--forces",
+        type=Path,
+        metavar="FILE.npy",
+        help="write (n_atoms, 3) float64 forces, kcal/mol/Å (replaces an earlier .npy "
+        "or empty file)",
+    )
+    energy.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --forces file"
+    )
     energy.set_defaults(func=_cmd_energy)
 
     plugins = sub.add_parser("plugins", help="list installed components by role")
-    plugins.add_argument("--check", action="store_true", help="import and validate every plugin; exit 1 on problems")
+    plugins.add_argument(
+        "--check",
+        action="store_true",
+        help="import and validate every plugin; exit 1 on problems",
+    )
     plugins.set_defaults(func=_cmd_plugins)
 
-    schema = sub.add_parser("schema", help="print the JSON Schema of configs (all installed kinds)")
+    schema = sub.add_parser(
+        "schema", help="print the JSON Schema of configs (all installed kinds)"
+    )
     schema.set_defaults(func=_cmd_schema)
     return parser
 
@@ -121,23 +166,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(
             f"tmd: internal error: {type(err).__name__}: {err}\n"
-            f"This is a bug in torchmd-core or a plugin; rerun with {DEBUG_ENV}=1 for the "
-            "traceback and report it.",
+            f"This is a bug in torchmd-core or a plugin; rerun with {DEBUG_ENV}=1 for "
+            "the traceback and report it.",
             file=sys.stderr,
         )
         return 1
 
 
-# -- run ------------------------------------------------------------------------------------
+# -- run -------------------------------------------------------------------------------
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from torchmd_core.runner import run_config
 
-    return run_config(args.config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    return run_config(
+        args.config, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet
+    )
 
 
-# -- energy ---------------------------------------------------------------------------------
+# -- energy ----------------------------------------------------------------------------
 
 
 def _cmd_energy(args: argparse.Namespace) -> int:
@@ -160,23 +207,35 @@ def _cmd_energy(args: argparse.Namespace) -> int:
     registry = default_registry()
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.precision)
-    system_cfg = _validated(SystemConfig, dict(topology=args.topology, coordinates=args.coordinates,
-                                               parameters=tuple(args.parameters),
-                                               box=None if args.box is None else tuple(args.box)), _ENERGY_FLAGS)
+    system_cfg = _validated(
+        SystemConfig,
+        dict(
+            topology=args.topology,
+            coordinates=args.coordinates,
+            parameters=tuple(args.parameters),
+            box=None if args.box is None else tuple(args.box),
+        ),
+        _ENERGY_FLAGS,
+    )
     system, coords = load_system(system_cfg, registry)
     if not system.terms and system.nonbonded is None:
         raise TopologyError(
-            f"topology '{args.topology}' holds no force-field parameters; give a prmtop, a "
-            "psf (with --parameters), a GROMACS top or an OpenMM System XML"
+            f"topology '{args.topology}' holds no force-field parameters; give a "
+            "prmtop, a psf (with --parameters), a GROMACS top or an OpenMM System XML"
         )
     box = None
     if args.cutoff is not None:
-        box = coords.box if args.box is not None else _energy_box(coords.box, system.box)
+        box = (
+            coords.box if args.box is not None else _energy_box(coords.box, system.box)
+        )
     periodic = box is not None
     nonbonded: dict[str, Any] = {"kind": "nonbonded"}
     if args.cutoff is not None:
-        nonbonded.update(cutoff=args.cutoff, reaction_field_dielectric=args.reaction_field_dielectric,
-                         dispersion_correction=not args.no_dispersion_correction)
+        nonbonded.update(
+            cutoff=args.cutoff,
+            reaction_field_dielectric=args.reaction_field_dielectric,
+            dispersion_correction=not args.no_dispersion_correction,
+        )
         if args.switch_distance is not None:
             nonbonded["switch_distance"] = args.switch_distance
     terms = []
@@ -191,7 +250,10 @@ def _cmd_energy(args: argparse.Namespace) -> int:
 
         half = 0.5 * float(min_box_width(state.box)[0])  # type: ignore[arg-type]
         if args.cutoff > half:
-            raise ConfigError(f"--cutoff {args.cutoff} Å is more than half the smallest box width ({half:.3f} Å)")
+            raise ConfigError(
+                f"--cutoff {args.cutoff} Å is more than half the smallest box width "
+                f"({half:.3f} Å)"
+            )
     _note_misplaced_sites(potential, state, args.coordinates)
     with torch.no_grad():
         # Virtual sites where the file has them, as OpenMM evaluates given coordinates.
@@ -212,8 +274,14 @@ def _cmd_energy(args: argparse.Namespace) -> int:
         print(json.dumps({"total": total, "terms": table, "n_atoms": system.n_atoms}))
     else:
         width = max(len(n) for n in [*table, "total"])
-        mode = "no cutoff" if args.cutoff is None else (
-            f"reaction field, cutoff {args.cutoff} Å, {'periodic' if periodic else 'non-periodic'}")
+        mode = (
+            "no cutoff"
+            if args.cutoff is None
+            else (
+                f"reaction field, cutoff {args.cutoff} Å, "
+                f"{'periodic' if periodic else 'non-periodic'}"
+            )
+        )
         print(f"{system.n_atoms} atoms; {mode}; {args.precision}")
         for name, value in table.items():
             print(f"  {name:<{width}}  {value:>18.6f} kcal/mol")
@@ -237,15 +305,15 @@ def _note_misplaced_sites(potential: Any, state: Any, coordinates: Path) -> None
     if float(offset) > 1e-5:
         print(
             f"tmd energy: note: the {len(sites)} virtual sites in '{coordinates}' are "
-            f"up to {float(offset):.2g} Å from where their parent atoms place them; the "
-            "energies are those of the positions as given (as OpenMM reports them), a "
-            "simulation moves the sites onto their parents",
+            f"up to {float(offset):.2g} Å from where their parent atoms place them; "
+            "the energies are those of the positions as given (as OpenMM reports "
+            "them), a simulation moves the sites onto their parents",
             file=sys.stderr,
         )
 
 
 def _check_forces_file(path: Path, overwrite: bool) -> None:
-    """Refuse to replace a file that is not an earlier forces output (or an empty file)."""
+    """Refuse to replace a file that is not an earlier forces output or empty."""
     if overwrite or not path.exists():
         return
     if path.is_dir():
@@ -254,8 +322,8 @@ def _check_forces_file(path: Path, overwrite: bool) -> None:
         head = fh.read(6)
     if head not in (b"", b"\x93NUMPY"):
         raise OutputExistsError(
-            f"forces file '{path}' exists and is not a .npy array; remove it, choose another "
-            "name or pass --overwrite"
+            f"forces file '{path}' exists and is not a .npy array; remove it, choose "
+            "another name or pass --overwrite"
         )
 
 
@@ -267,8 +335,13 @@ def _energy_box(coordinates_box: Any, topology_box: Any) -> Any:
 
     if coordinates_box is None or topology_box is None:
         return topology_box if coordinates_box is None else coordinates_box
-    m = coordinates_box @ torch.linalg.inv(topology_box)  # integer, det ±1 for one lattice
-    if torch.allclose(m, m.round(), rtol=0.0, atol=2e-4) and abs(abs(float(torch.linalg.det(m.round()))) - 1.0) < 1e-9:
+    m = coordinates_box @ torch.linalg.inv(
+        topology_box
+    )  # integer, det ±1 for one lattice
+    if (
+        torch.allclose(m, m.round(), rtol=0.0, atol=2e-4)
+        and abs(abs(float(torch.linalg.det(m.round()))) - 1.0) < 1e-9
+    ):
         return topology_box
     return coordinates_box
 
@@ -298,31 +371,51 @@ def _validated(model: Any, data: dict[str, Any], flags: dict[str, str]) -> Any:
         raise ConfigError(problems) from None
 
 
-# -- plugins and schema -------------------------------------------------------------------------
+# -- plugins and schema ----------------------------------------------------------------
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from torchmd_core.plugins import default_registry
 
     registry = default_registry()
-    rows = [(r.role, r.kind, r.plugin, f"{r.distribution} {r.version}".strip(), r.description)
-            for r in registry]
+    rows = [
+        (
+            r.role,
+            r.kind,
+            r.plugin,
+            f"{r.distribution} {r.version}".strip(),
+            r.description,
+        )
+        for r in registry
+    ]
     problems = [str(p) for p in registry.problems]
     if args.check:
         problems.extend(_check_plugins(registry))
     headers = ("role", "kind", "plugin", "distribution", "description")
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    widths = [
+        max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)
+    ]
     widths[-1] = 0
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(
+                str(x).ljust(w) for x, w in zip(row, widths, strict=True)
+            ).rstrip()
+        )
     if problems:
-        print(f"\n{len(problems)} plugin problem{'s' if len(problems) > 1 else ''}:", file=sys.stderr)
+        print(
+            f"\n{len(problems)} plugin problem{'s' if len(problems) > 1 else ''}:",
+            file=sys.stderr,
+        )
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1 if args.check else 0
     if args.check:
-        print(f"\nall {len(registry.plugins)} plugins loaded; {len(rows)} components checked")
+        print(
+            f"\nall {len(registry.plugins)} plugins loaded; "
+            f"{len(rows)} components checked"
+        )
     return 0
 
 

@@ -1,4 +1,7 @@
-"""What every pluggable component shares: a nested pydantic ``Config`` with a ``kind``."""
+"""What every pluggable component shares.
+
+That is a nested pydantic ``Config`` with a ``kind``.
+"""
 
 from __future__ import annotations
 
@@ -46,10 +49,12 @@ class Component:
         return doc.splitlines()[0] if doc else ""
 
     @classmethod
-    def config_from(cls, config: ComponentConfig | dict[str, Any] | None) -> ComponentConfig:
+    def config_from(
+        cls, config: ComponentConfig | dict[str, Any] | None
+    ) -> ComponentConfig:
         """Validate ``config`` (a dict, the right model, or None for defaults)."""
         if config is None:
-            return cls.Config()
+            return cls.Config.model_validate({})
         if isinstance(config, cls.Config):
             return config
         if isinstance(config, BaseModel):

@@ -17,8 +17,10 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
+from types import GenericAlias
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -61,39 +63,45 @@ class SystemConfig(_Frozen):
     """Where the system comes from, and how it is constrained."""
 
     topology: Path = Field(
-        description="Topology file: AMBER prmtop/parm7, CHARMM psf, GROMACS top, OpenMM "
-        "System XML (with a PDB as coordinates), PDB/CIF, ..."
+        description="Topology file: AMBER prmtop/parm7, CHARMM psf, GROMACS top, "
+        "OpenMM System XML (with a PDB as coordinates), PDB/CIF, ..."
     )
     coordinates: Path | None = Field(
         None,
-        description="Coordinate file (pdb, cif, inpcrd/rst7, crd, coor, any single frame "
-        "mdtraj reads). Omit when the topology file has coordinates (PDB).",
+        description="Coordinate file (pdb, cif, inpcrd/rst7, crd, coor, any single "
+        "frame mdtraj reads). Omit when the topology file has coordinates (PDB).",
     )
     parameters: tuple[Path, ...] = Field(
         (), description="Force-field parameter files (CHARMM prm/par/rtf/str; ...)."
     )
     box: tuple[float, ...] | None = Field(
         None,
-        description="Periodic box: 3 lengths (Å), 3 lengths + 3 angles (Å, degrees), or 9 "
-        "box-vector components (Å, rows a, b, c). Overrides the coordinate files' box.",
+        description="Periodic box: 3 lengths (Å), 3 lengths + 3 angles (Å, degrees), "
+        "or 9 box-vector components (Å, rows a, b, c). Overrides the coordinate files' "
+        "box.",
     )
     topology_format: str | None = Field(
         None, description="Loader kind for the topology (default: by file extension)."
     )
     coordinates_format: str | None = Field(
-        None, description="Loader kind for the coordinates (default: by file extension)."
+        None,
+        description="Loader kind for the coordinates (default: by file extension).",
     )
     constraints: Literal["none", "hbonds", "allbonds", "hangles"] = Field(
-        "none", description="Bonds to constrain: none, bonds to hydrogen, all bonds, or "
-        "all bonds plus H-X-H / H-O-X angles."
+        "none",
+        description="Bonds to constrain: none, bonds to hydrogen, all bonds, or "
+        "all bonds plus H-X-H / H-O-X angles.",
     )
     rigid_water: bool | None = Field(
-        None, description="Keep waters rigid (SETTLE). Default: true when constraints "
-        "are on, false otherwise."
+        None,
+        description="Keep waters rigid (SETTLE). Default: true when constraints "
+        "are on, false otherwise.",
     )
     hydrogen_mass: float | None = Field(
-        None, gt=0.0, description="Hydrogen mass repartitioning: hydrogens get this mass "
-        "(amu), taken from their bonded heavy atom. 3-4 amu allows 4 fs steps."
+        None,
+        gt=0.0,
+        description="Hydrogen mass repartitioning: hydrogens get this mass "
+        "(amu), taken from their bonded heavy atom. 3-4 amu allows 4 fs steps.",
     )
 
     @field_validator("box")
@@ -110,10 +118,14 @@ class MinimizeConfig(_Frozen):
     """Energy minimisation (L-BFGS) before dynamics."""
 
     tolerance_kcal_mol_A: float = Field(
-        0.24, gt=0.0, description="Stop when the largest force component is below "
-        "this, kcal/mol/Å (0.24 = OpenMM's default 10 kJ/mol/nm)."
+        0.24,
+        gt=0.0,
+        description="Stop when the largest force component is below "
+        "this, kcal/mol/Å (0.24 = OpenMM's default 10 kJ/mol/nm).",
     )
-    max_iterations: int = Field(1000, gt=0, description="Upper limit on L-BFGS iterations.")
+    max_iterations: int = Field(
+        1000, gt=0, description="Upper limit on L-BFGS iterations."
+    )
 
 
 class DistributedConfig(_Frozen):
@@ -170,7 +182,7 @@ class ExchangeConfig(_Frozen):
     def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
         if min(v) <= 0:
             raise ValueError("temperatures must be > 0 K")
-        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(v)):
             raise ValueError("temperatures must increase strictly (neighbours swap)")
         return v
 
@@ -183,22 +195,29 @@ class SimulationConfig(_Frozen):
         min_length=1, description="Energy terms, summed."
     )
     integrator: SerializeAsAny[IntegratorConfig] = Field(description="Dynamics.")
-    barostat: SerializeAsAny[BarostatConfig] | None = Field(None, description="Pressure control.")
+    barostat: SerializeAsAny[BarostatConfig] | None = Field(
+        None, description="Pressure control."
+    )
     reporters: tuple[SerializeAsAny[ReporterConfig], ...] = Field(
         (), description="Outputs written during the run."
     )
     steps: int = Field(ge=0, description="Total number of integration steps.")
     seed: int = Field(0, ge=0, description="Random seed; replica r uses seed + r.")
     precision: Literal["float32", "float64"] = Field(
-        "float32", description="Floating-point precision of positions, forces and energies."
+        "float32",
+        description="Floating-point precision of positions, forces and energies.",
     )
     device: str = Field("cpu", description="Torch device: cpu, cuda, cuda:1, ...")
     n_replicas: int = Field(1, gt=0, description="Independent copies run in one batch.")
-    minimize: MinimizeConfig | None = Field(None, description="Minimise before dynamics.")
+    minimize: MinimizeConfig | None = Field(
+        None, description="Minimise before dynamics."
+    )
     initial_temperature_K: float | None = Field(
-        None, ge=0.0, description="Draw Maxwell-Boltzmann velocities at this temperature, K. "
+        None,
+        ge=0.0,
+        description="Draw Maxwell-Boltzmann velocities at this temperature, K. "
         "Default: the coordinate file's velocities when it has them, else the "
-        "integrator's temperature (0 K for NVE without velocities)."
+        "integrator's temperature (0 K for NVE without velocities).",
     )
     neighbor_skin_A: float = Field(
         1.0, ge=0.0, description="Verlet skin of the shared neighbour list, Å."
@@ -240,7 +259,7 @@ def _segment_fields(config: SimulationConfig) -> set[str]:
     return fields
 
 
-# -- parsing -------------------------------------------------------------------------------
+# -- parsing ---------------------------------------------------------------------------
 
 _COMPONENT_FIELDS: dict[str, tuple[str, bool]] = {
     # config key → (registry role, is a list)
@@ -252,7 +271,9 @@ _COMPONENT_FIELDS: dict[str, tuple[str, bool]] = {
 
 
 def load_config(path: str | Path, registry: Registry | None = None) -> SimulationConfig:
-    """Read and validate a YAML config file; relative paths become relative to its folder.
+    """Read and validate a YAML config file.
+
+    Relative paths in it become relative to the file's folder.
 
     Raises:
         InputFileError: the file is missing, unreadable, or not valid YAML.
@@ -278,7 +299,9 @@ def load_config(path: str | Path, registry: Registry | None = None) -> Simulatio
     except yaml.YAMLError as err:
         raise InputFileError(f"'{path}' is not valid YAML: {err}") from None
     lines = _line_map(node) if node is not None else {}
-    return parse_config(data, registry=registry, source=str(path), lines=lines, base_dir=path.parent)
+    return parse_config(
+        data, registry=registry, source=str(path), lines=lines, base_dir=path.parent
+    )
 
 
 def parse_config(
@@ -318,7 +341,13 @@ def parse_config(
         raw = data[key]
         if is_list:
             if not isinstance(raw, list):
-                problems.append(((key,), f"must be a list of components (- kind: ...), got {type(raw).__name__}"))
+                problems.append(
+                    (
+                        (key,),
+                        "must be a list of components (- kind: ...), "
+                        f"got {type(raw).__name__}",
+                    )
+                )
                 continue
             items = []
             for i, item in enumerate(raw):
@@ -348,7 +377,7 @@ def parse_config(
 
 def _top_level_model() -> type[SimulationConfig]:
     """SimulationConfig with the component fields unchecked."""
-    return create_model(  # type: ignore[no-any-return]
+    return create_model(
         "SimulationConfig",
         __base__=SimulationConfig,
         potentials=(Any, None),
@@ -368,17 +397,27 @@ def _parse_component(
     if isinstance(item, ComponentConfig):
         return item
     if not isinstance(item, Mapping):
-        hint = f" (write {{kind: {item}}}, with its fields)" if isinstance(item, str) else ""
+        hint = (
+            f" (write {{kind: {item}}}, with its fields)"
+            if isinstance(item, str)
+            else ""
+        )
         problems.append((loc, f"must be a mapping with a 'kind', got {item!r}{hint}"))
         return None
     kind = item.get("kind")
     if kind is None:
-        problems.append((loc, f"missing 'kind' (available: {', '.join(registry.kinds(role)) or 'none'})"))
+        problems.append(
+            (
+                loc,
+                "missing 'kind' (available: "
+                f"{', '.join(registry.kinds(role)) or 'none'})",
+            )
+        )
         return None
     try:
         cls = registry.get(role, str(kind))
     except PluginError as err:
-        problems.append((loc + ("kind",), str(err).split(": ", 1)[1]))
+        problems.append(((*loc, "kind"), str(err).split(": ", 1)[1]))
         return None
     try:
         return cls.Config.model_validate(dict(item))
@@ -399,15 +438,28 @@ def _problems_from(
 def _message(e: Mapping[str, Any], model: type[BaseModel]) -> str:
     kind = e["type"]
     ctx = e.get("ctx") or {}
-    shown = f", got {e.get('input')!r}" if kind not in ("missing", "extra_forbidden") else ""
+    shown = (
+        f", got {e.get('input')!r}"
+        if kind not in ("missing", "extra_forbidden")
+        else ""
+    )
     if kind == "missing":
         return "required field missing"
     if kind == "extra_forbidden":
         fields = _nested_fields(model, tuple(e["loc"][:-1]))
         close = difflib.get_close_matches(str(e["loc"][-1]), fields, n=1, cutoff=0.6)
-        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(fields)}"
+        hint = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else f"known keys: {', '.join(fields)}"
+        )
         return f"unknown key ({hint})"
-    ops = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    ops = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
     if kind in ops:
         bound = next(iter(ctx.values())) if ctx else "?"
         if isinstance(bound, float):
@@ -460,7 +512,9 @@ def _format_problems(
             if line is not None:
                 break
         where = _path_text(loc, data)
-        out.append(f"line {line}: {where}: {msg}" if line is not None else f"{where}: {msg}")
+        out.append(
+            f"line {line}: {where}: {msg}" if line is not None else f"{where}: {msg}"
+        )
     return out
 
 
@@ -475,10 +529,16 @@ def _path_text(loc: tuple[Any, ...], data: Mapping[str, Any]) -> str:
             text += ("." if text else "") + str(part)
         node = _child(node, part)
         is_component = loc[0] in _COMPONENT_FIELDS and (
-            (i == 0 and not _COMPONENT_FIELDS[loc[0]][1]) or (i == 1 and _COMPONENT_FIELDS[loc[0]][1])
+            (i == 0 and not _COMPONENT_FIELDS[loc[0]][1])
+            or (i == 1 and _COMPONENT_FIELDS[loc[0]][1])
         )
         kind = _kind_of(node)
-        if is_component and kind is not None and i < len(loc) - 1 and loc[i + 1] != "kind":
+        if (
+            is_component
+            and kind is not None
+            and i < len(loc) - 1
+            and loc[i + 1] != "kind"
+        ):
             text += f" (kind={kind!r})"
     return text or "(top level)"
 
@@ -503,17 +563,19 @@ def _kind_of(node: Any) -> str | None:
     return None
 
 
-def _line_map(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+def _line_map(
+    node: yaml.Node, path: tuple[Any, ...] = ()
+) -> dict[tuple[Any, ...], int]:
     """Path of every YAML node → its 1-based line."""
     out = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            sub = path + (key.value,)
+            sub = (*path, key.value)
             out[sub] = key.start_mark.line + 1
             out.update({k: v for k, v in _line_map(value, sub).items() if k != sub})
     elif isinstance(node, yaml.SequenceNode):
         for i, value in enumerate(node.value):
-            out.update(_line_map(value, path + (i,)))
+            out.update(_line_map(value, (*path, i)))
     return out
 
 
@@ -537,11 +599,13 @@ def _resolve_value(value: Any, base: Path) -> Any:
         return _resolve_paths(value, base)
     if isinstance(value, tuple):
         items = tuple(_resolve_value(v, base) for v in value)
-        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        return (
+            value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        )
     return value
 
 
-# -- JSON schema -------------------------------------------------------------------------------
+# -- JSON schema -----------------------------------------------------------------------
 
 
 def config_schema(registry: Registry | None = None) -> dict[str, Any]:
@@ -558,12 +622,18 @@ def config_schema(registry: Registry | None = None) -> dict[str, Any]:
             return models[0]
         return Annotated[Union[tuple(models)], Field(discriminator="kind")]  # noqa: UP007
 
+    # The field types are built at run time, so they are values to mypy (Any), and
+    # tuple[X, ...] is spelt GenericAlias(tuple, (X, ...)).
+    potentials: Any = GenericAlias(tuple, (union("potentials", PotentialConfig), ...))
+    integrator: Any = union("integrators", IntegratorConfig)
+    barostat: Any = union("barostats", BarostatConfig) | None
+    reporters: Any = GenericAlias(tuple, (union("reporters", ReporterConfig), ...))
     model = create_model(
         "SimulationConfig",
         __base__=SimulationConfig,
-        potentials=(tuple[union("potentials", PotentialConfig), ...], Field(min_length=1)),
-        integrator=(union("integrators", IntegratorConfig), ...),
-        barostat=(union("barostats", BarostatConfig) | None, None),
-        reporters=(tuple[union("reporters", ReporterConfig), ...], ()),
+        potentials=(potentials, Field(min_length=1)),
+        integrator=(integrator, ...),
+        barostat=(barostat, None),
+        reporters=(reporters, ()),
     )
     return model.model_json_schema()

@@ -39,12 +39,14 @@ class ConfigError(TorchMDError):
     """A configuration is invalid. Holds every problem found, each with its location.
 
     Args:
-        problems: one line per problem, e.g. ``"integrator (kind='langevin').timestep_fs:
-            must be > 0, got -2.0"``.
+        problems: one line per problem, e.g.
+            ``"integrator (kind='langevin').timestep_fs: must be > 0, got -2.0"``.
         source: where the configuration came from (a file name), if known.
     """
 
-    def __init__(self, problems: Sequence[str] | str, source: str | None = None) -> None:
+    def __init__(
+        self, problems: Sequence[str] | str, source: str | None = None
+    ) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
         super().__init__(self._format())
@@ -53,7 +55,9 @@ class ConfigError(TorchMDError):
         where = f" in config '{self.source}'" if self.source else ""
         if len(self.problems) == 1 and not where:
             return self.problems[0]
-        count = "1 problem" if len(self.problems) == 1 else f"{len(self.problems)} problems"
+        count = (
+            "1 problem" if len(self.problems) == 1 else f"{len(self.problems)} problems"
+        )
         return "\n".join([f"{count}{where}:", *(f"  {p}" for p in self.problems)])
 
 

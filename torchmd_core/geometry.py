@@ -19,8 +19,8 @@ __all__ = [
     "box_lengths_angles",
     "dihedral_angles",
     "distances",
-    "minimum_image",
     "min_box_width",
+    "minimum_image",
     "reduce_box",
     "wrap_positions",
 ]
@@ -54,7 +54,8 @@ def wrap_positions(positions: Tensor, box: Tensor) -> Tensor:
     """
     frac = torch.linalg.solve(box.transpose(-1, -2), positions.transpose(-1, -2))
     frac = frac - torch.floor(frac)
-    return (box.transpose(-1, -2) @ frac).transpose(-1, -2)
+    wrapped: Tensor = (box.transpose(-1, -2) @ frac).transpose(-1, -2)
+    return wrapped
 
 
 def _gather(positions: Tensor, index: Tensor) -> Tensor:
@@ -75,7 +76,8 @@ def distances(positions: Tensor, pairs: Tensor, box: Tensor | None) -> Tensor:
     """
     d = _gather(positions, pairs[:, 1]) - _gather(positions, pairs[:, 0])
     d = minimum_image(d, None if box is None else box[:, None])
-    return torch.linalg.vector_norm(d, dim=-1)
+    r: Tensor = torch.linalg.vector_norm(d, dim=-1)
+    return r
 
 
 def angles(positions: Tensor, triples: Tensor, box: Tensor | None) -> Tensor:
@@ -90,8 +92,12 @@ def angles(positions: Tensor, triples: Tensor, box: Tensor | None) -> Tensor:
         (R, n)
     """
     b = None if box is None else box[:, None]
-    v1 = minimum_image(_gather(positions, triples[:, 0]) - _gather(positions, triples[:, 1]), b)
-    v2 = minimum_image(_gather(positions, triples[:, 2]) - _gather(positions, triples[:, 1]), b)
+    v1 = minimum_image(
+        _gather(positions, triples[:, 0]) - _gather(positions, triples[:, 1]), b
+    )
+    v2 = minimum_image(
+        _gather(positions, triples[:, 2]) - _gather(positions, triples[:, 1]), b
+    )
     # atan2 of |v1×v2| and v1·v2 stays accurate (and differentiable) near 0 and π.
     cross = torch.linalg.vector_norm(torch.linalg.cross(v1, v2, dim=-1), dim=-1)
     dot = (v1 * v2).sum(dim=-1)
@@ -126,22 +132,36 @@ def dihedral_angles(positions: Tensor, quads: Tensor, box: Tensor | None) -> Ten
 
 
 def box_from_lengths_angles(
-    a: float, b: float, c: float, alpha: float = 90.0, beta: float = 90.0, gamma: float = 90.0
+    a: float,
+    b: float,
+    c: float,
+    alpha: float = 90.0,
+    beta: float = 90.0,
+    gamma: float = 90.0,
 ) -> Tensor:
-    """(3, 3) float64 box vectors (Å) in reduced form from lengths (Å) and angles (°)."""
+    """(3, 3) float64 box vectors (Å) in reduced form.
+
+    From the lengths a, b, c (Å) and the angles alpha, beta, gamma (°).
+    """
     # Right angles give exact zeros (cos(radians(90)) is 6e-17, not 0).
-    ca, cb, cg = (0.0 if x == 90.0 else math.cos(math.radians(x)) for x in (alpha, beta, gamma))
+    ca, cb, cg = (
+        0.0 if x == 90.0 else math.cos(math.radians(x)) for x in (alpha, beta, gamma)
+    )
     sg = 1.0 if gamma == 90.0 else math.sin(math.radians(gamma))
     ax = a
     bx, by = b * cg, b * sg
     cx = c * cb
     cy = c * (ca - cb * cg) / sg
     cz = math.sqrt(max(c * c - cx * cx - cy * cy, 0.0))
-    box = torch.tensor([[ax, 0.0, 0.0], [bx, by, 0.0], [cx, cy, cz]], dtype=torch.float64)
+    box = torch.tensor(
+        [[ax, 0.0, 0.0], [bx, by, 0.0], [cx, cy, cz]], dtype=torch.float64
+    )
     return reduce_box(box)
 
 
-def box_lengths_angles(box: Tensor) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def box_lengths_angles(
+    box: Tensor,
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Lengths (Å) and angles α, β, γ (°) of one (3, 3) box."""
     a, b, c = box[0].double(), box[1].double(), box[2].double()
     la, lb, lc = (float(torch.linalg.vector_norm(v)) for v in (a, b, c))
@@ -154,15 +174,21 @@ def box_lengths_angles(box: Tensor) -> tuple[tuple[float, float, float], tuple[f
 
 
 def reduce_box(box: Tensor) -> Tensor:
-    """The same lattice in OpenMM's reduced form (|bx| ≤ ax/2, |cx| ≤ ax/2, |cy| ≤ by/2).
+    """The same lattice in OpenMM's reduced form.
+
+    Reduced means |bx| ≤ ax/2, |cx| ≤ ax/2 and |cy| ≤ by/2.
 
     Args:
         box: (..., 3, 3) with a along x and b in the xy plane.
     """
     box = box.clone()
-    c = box[..., 2, :] - box[..., 1, :] * torch.round(box[..., 2, 1:2] / box[..., 1, 1:2])
+    c = box[..., 2, :] - box[..., 1, :] * torch.round(
+        box[..., 2, 1:2] / box[..., 1, 1:2]
+    )
     c = c - box[..., 0, :] * torch.round(c[..., 0:1] / box[..., 0, 0:1])
-    b = box[..., 1, :] - box[..., 0, :] * torch.round(box[..., 1, 0:1] / box[..., 0, 0:1])
+    b = box[..., 1, :] - box[..., 0, :] * torch.round(
+        box[..., 1, 0:1] / box[..., 0, 0:1]
+    )
     return torch.stack([box[..., 0, :], b, c], dim=-2)
 
 
@@ -172,7 +198,7 @@ def min_box_width(box: Tensor) -> Tensor:
     A cutoff must stay below half of it for the minimum image to be exact.
     """
     a, b, c = box[..., 0, :], box[..., 1, :], box[..., 2, :]
-    volume = torch.linalg.det(box).abs()
+    volume: Tensor = torch.linalg.det(box).abs()
     areas = torch.stack(
         [
             torch.linalg.vector_norm(torch.linalg.cross(b, c, dim=-1), dim=-1),

@@ -31,7 +31,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[[type], None]
 
-# -- registration ------------------------------------------------------------------------
+# -- registration ----------------------------------------------------------------------
 
 
 @hookspec
@@ -62,7 +62,7 @@ def torchmd_core_register_loaders(register: Register) -> None:
     chosen by file extension or by ``system.topology_format``."""
 
 
-# -- lifecycle ---------------------------------------------------------------------------
+# -- lifecycle -------------------------------------------------------------------------
 
 
 @hookspec
@@ -76,14 +76,18 @@ def torchmd_core_validate_config(config: SimulationConfig) -> list[str] | None:
 
 
 @hookspec
-def torchmd_core_add_potentials(config: SimulationConfig, system: System) -> list[Potential] | None:
+def torchmd_core_add_potentials(
+    config: SimulationConfig, system: System
+) -> list[Potential] | None:
     """Return extra potentials to add to the simulation (e.g. restraints derived from
     the config), or None. Fires once while a simulation is built from a config, after
     the system is loaded and the configured potentials are made."""
 
 
 @hookspec
-def torchmd_core_add_reporters(config: SimulationConfig, system: System) -> list[Reporter] | None:
+def torchmd_core_add_reporters(
+    config: SimulationConfig, system: System
+) -> list[Reporter] | None:
     """Return extra reporters, or None. Fires once while a simulation is built from a
     config, after the configured reporters are made."""
 
@@ -101,7 +105,9 @@ def torchmd_core_run_started(simulation: Simulation) -> None:
 
 
 @hookspec
-def torchmd_core_run_finished(simulation: Simulation, error: BaseException | None) -> None:
+def torchmd_core_run_finished(
+    simulation: Simulation, error: BaseException | None
+) -> None:
     """A run ended. ``error`` is None on success, else the exception that stopped it
     (also ``KeyboardInterrupt``). Fires once per run, after reporters are closed; an
     exception raised here is reported but does not hide ``error``."""

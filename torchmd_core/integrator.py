@@ -9,7 +9,7 @@ states are part of :meth:`Integrator.state_dict`, which checkpoints store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from pydantic import Field
@@ -58,7 +58,7 @@ class Integrator(Component, ABC):
 
     @property
     def timestep_fs(self) -> float:
-        return float(getattr(self.config, "timestep_fs"))
+        return float(cast(IntegratorConfig, self.config).timestep_fs)
 
     @property
     def timestep_ps(self) -> float:
@@ -72,7 +72,10 @@ class Integrator(Component, ABC):
 
     @property
     def removes_com_motion(self) -> bool:
-        """Whether centre-of-mass motion is removed (it changes the degrees of freedom)."""
+        """Whether centre-of-mass motion is removed.
+
+        Removing it changes the degrees of freedom.
+        """
         return bool(getattr(self.config, "remove_com_motion", False))
 
     def set_replica_temperatures(self, temperatures_K: Tensor | None) -> None:
@@ -92,7 +95,9 @@ class Integrator(Component, ABC):
             "integrator (langevin)"
         )
 
-    def seed(self, seed: int, n_replicas: int, device: torch.device | str = "cpu") -> None:
+    def seed(
+        self, seed: int, n_replicas: int, device: torch.device | str = "cpu"
+    ) -> None:
         """Create the per-replica generators: replica ``r`` is seeded ``seed + r``."""
         self._seed = int(seed)
         self.generators = replica_generators(seed, n_replicas, device)
@@ -112,13 +117,18 @@ class Integrator(Component, ABC):
     def step(self, state: State, potential: Potential) -> State:
         """The state one timestep later (``step`` + 1, ``time_ps`` + dt)."""
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Integrator:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Integrator:
         """Move internal tensors; the default has none. Returns ``self``."""
         return self
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the random streams exactly."""
-        return {"seed": self._seed, "generators": [g.get_state() for g in self.generators]}
+        return {
+            "seed": self._seed,
+            "generators": [g.get_state() for g in self.generators],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if len(state["generators"]) != len(self.generators):
@@ -131,7 +141,9 @@ class Integrator(Component, ABC):
             g.set_state(s)
 
 
-def replica_generators(seed: int, n_replicas: int, device: torch.device | str = "cpu") -> list[torch.Generator]:
+def replica_generators(
+    seed: int, n_replicas: int, device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
     """One generator per replica, replica ``r`` seeded with ``seed + r``."""
     gens = []
     for r in range(n_replicas):
@@ -141,8 +153,13 @@ def replica_generators(seed: int, n_replicas: int, device: torch.device | str = 
     return gens
 
 
-def replica_normal(generators: list[torch.Generator], shape: tuple[int, ...], like: Tensor) -> Tensor:
+def replica_normal(
+    generators: list[torch.Generator], shape: tuple[int, ...], like: Tensor
+) -> Tensor:
     """(R, *shape) standard normal numbers, replica r drawn from ``generators[r]``."""
     return torch.stack(
-        [torch.randn(shape, generator=g, device=like.device, dtype=like.dtype) for g in generators]
+        [
+            torch.randn(shape, generator=g, device=like.device, dtype=like.dtype)
+            for g in generators
+        ]
     )

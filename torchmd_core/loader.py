@@ -19,7 +19,13 @@ from torch import Tensor
 from torchmd_core.component import Component, ComponentConfig
 from torchmd_core.system import System
 
-__all__ = ["CoordinateLoader", "Coordinates", "LoaderConfig", "SystemLoader", "TopologyLoader"]
+__all__ = [
+    "CoordinateLoader",
+    "Coordinates",
+    "LoaderConfig",
+    "SystemLoader",
+    "TopologyLoader",
+]
 
 
 class LoaderConfig(ComponentConfig):
@@ -52,7 +58,7 @@ class SystemLoader(Component, ABC):
     extensions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ComponentConfig | None = None) -> None:
-        self.config = config if config is not None else self.Config()
+        self.config = config if config is not None else self.Config.model_validate({})
 
 
 class TopologyLoader(SystemLoader):
@@ -60,7 +66,7 @@ class TopologyLoader(SystemLoader):
 
     @abstractmethod
     def load_topology(self, path: Path, parameters: Sequence[Path] = ()) -> System:
-        """Read ``path`` (and force-field ``parameters`` files, when the format needs them).
+        """Read ``path``, and force-field ``parameters`` files if the format needs them.
 
         Raises:
             InputFileError: the file is missing, unreadable or malformed.

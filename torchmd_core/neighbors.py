@@ -37,12 +37,22 @@ class Neighbors:
         n_replicas: R.
         n_atoms: N.
         radius: every pair closer than this (Å) at build time is listed.
+        reference: (R, N, 3) positions the list was built at (set by
+            :class:`NeighborList`), or None. A potential keeping its own list of the
+            same pairs (a native kernel's) rebuilds when this tensor changes.
+        reference_box: (R, 3, 3) box of that build, or None.
+        complete: False when ``pairs`` was left empty because no potential reads it
+            this step (see :meth:`NeighborList.update`); use the list then only for
+            ``reference``.
     """
 
     pairs: Tensor
     n_replicas: int
     n_atoms: int
     radius: float
+    reference: Tensor | None = None
+    reference_box: Tensor | None = None
+    complete: bool = True
 
     @property
     def n_pairs(self) -> int:
@@ -66,7 +76,9 @@ class NeighborList:
         exclusions: (E, 2) atom pairs never listed (same for all replicas).
     """
 
-    def __init__(self, cutoff: float, skin: float = 1.0, exclusions: Tensor | None = None):
+    def __init__(
+        self, cutoff: float, skin: float = 1.0, exclusions: Tensor | None = None
+    ):
         if cutoff <= 0 or skin < 0:
             raise ValueError(f"need cutoff > 0 and skin >= 0, got {cutoff}, {skin}")
         self.cutoff = float(cutoff)
@@ -90,12 +102,15 @@ class NeighborList:
         box = None if self._ref_box is None else self._ref_box.cpu()
         return {"positions": self._ref_positions.cpu(), "box": box}
 
-    def load_state_dict(self, state: dict[str, Tensor | None], device: torch.device | str = "cpu") -> None:
+    def load_state_dict(
+        self, state: dict[str, Tensor | None], device: torch.device | str = "cpu"
+    ) -> None:
         """Rebuild the list at the positions :meth:`state_dict` recorded."""
         self.reset()
         positions, box = state.get("positions"), state.get("box")
-        if positions is not None:
-            self._build(positions.to(device), None if box is None else box.to(device))
+        if positions is not None:  # the pairs are listed when first read
+            box = None if box is None else box.to(device)
+            self._build(positions.to(device), box, pairs=False)
 
     def snapshot(self) -> tuple[object, ...]:
         """The current list and where it was built (references, no copies), for
@@ -111,10 +126,19 @@ class NeighborList:
         self._ref_box = box  # type: ignore[assignment]
         self._radius = radius  # type: ignore[assignment]
 
-    def update(self, positions: Tensor, box: Tensor | None) -> Neighbors:
-        """A list valid for ``positions`` (R, N, 3) and ``box`` (R, 3, 3) or None."""
+    def update(self, positions: Tensor, box: Tensor | None, pairs: bool = True) -> Neighbors:
+        """A list valid for ``positions`` (R, N, 3) and ``box`` (R, 3, 3) or None.
+
+        With ``pairs=False`` (no potential reads the pairs this step) a due rebuild
+        only records where it happened (``reference``) and leaves ``pairs`` empty
+        (``complete=False``); a later call with ``pairs=True`` lists the pairs at that
+        reference, which are valid as long as no rebuild is due.
+        """
         if self._needs_rebuild(positions, box):
-            self._build(positions, box)
+            self._build(positions, box, pairs=pairs)
+        elif pairs and self._neighbors is not None and not self._neighbors.complete:
+            assert self._ref_positions is not None
+            self._build(self._ref_positions, self._ref_box)
         assert self._neighbors is not None
         return self._neighbors
 
@@ -124,16 +148,20 @@ class NeighborList:
             return True
         if ref.device != positions.device or (box is None) != (self._ref_box is None):
             return True
-        if box is not None and not torch.equal(box.detach(), self._ref_box):
+        ref_box = self._ref_box
+        if box is not None and (
+            ref_box is None or not torch.equal(box.detach(), ref_box)
+        ):
             return True
         moved = positions.detach() - ref
         if box is not None:
-            # Wrapping an atom back into the box is a jump of a lattice vector, not a move.
+            # Wrapping an atom back into the box is a jump of a lattice vector, not a
+            # move.
             moved = minimum_image(moved, box.detach()[:, None])
         limit = 0.5 * (self._radius - self.cutoff)
         return bool((moved.square().sum(-1) > limit * limit).any())
 
-    def _build(self, positions: Tensor, box: Tensor | None) -> None:
+    def _build(self, positions: Tensor, box: Tensor | None, pairs: bool = True) -> None:
         pos = positions.detach()
         bx = None if box is None else box.detach()
         radius = self.cutoff + self.skin
@@ -148,16 +176,30 @@ class NeighborList:
                 )
             radius = min(radius, half)
         self._radius = radius
-        self._neighbors = build_pairs(pos, bx, radius, self.exclusions)
-        self._ref_positions = pos.clone()
-        self._ref_box = None if bx is None else bx.clone()
+        n_rep, n_atoms = pos.shape[0], pos.shape[1]
+        ref = pos if pos is self._ref_positions else pos.clone()
+        ref_box = bx if bx is None or bx is self._ref_box else bx.clone()
+        if pairs:
+            built = build_pairs(pos, bx, radius, self.exclusions)
+        else:
+            built = Neighbors(pos.new_zeros((2, 0), dtype=torch.int64), n_rep, n_atoms, radius)
+        self._neighbors = Neighbors(
+            built.pairs, n_rep, n_atoms, radius, ref, ref_box, complete=pairs
+        )
+        self._ref_positions = ref
+        self._ref_box = ref_box
         self.n_builds += 1
 
 
 def build_pairs(
-    positions: Tensor, box: Tensor | None, radius: float, exclusions: Tensor | None = None
+    positions: Tensor,
+    box: Tensor | None,
+    radius: float,
+    exclusions: Tensor | None = None,
 ) -> Neighbors:
-    """Every pair closer than ``radius`` (minimum image when periodic), minus exclusions.
+    """Every pair closer than ``radius``, minus exclusions.
+
+    Distances are minimum-image when the system is periodic.
 
     Args:
         positions: (R, N, 3), Å.
@@ -173,7 +215,11 @@ def build_pairs(
     for r in range(n_rep):  # builds are rare; per-replica cells keep memory O(N)
         i, j = _cell_pairs(positions[r], None if box is None else box[r], radius)
         parts.append(torch.stack([i, j]) + r * n_atoms)
-    pairs = torch.cat(parts, dim=1) if parts else positions.new_zeros((2, 0), dtype=torch.int64)
+    pairs = (
+        torch.cat(parts, dim=1)
+        if parts
+        else positions.new_zeros((2, 0), dtype=torch.int64)
+    )
     if exclusions is not None and exclusions.numel() and pairs.numel():
         ex = exclusions.to(pairs.device)
         lo, hi = torch.minimum(ex[:, 0], ex[:, 1]), torch.maximum(ex[:, 0], ex[:, 1])
@@ -183,7 +229,9 @@ def build_pairs(
     return Neighbors(pairs=pairs, n_replicas=n_rep, n_atoms=n_atoms, radius=radius)
 
 
-def _cell_pairs(pos: Tensor, box: Tensor | None, radius: float) -> tuple[Tensor, Tensor]:
+def _cell_pairs(
+    pos: Tensor, box: Tensor | None, radius: float
+) -> tuple[Tensor, Tensor]:
     """Half list (i < j) of one frame with a cell list; (P,), (P,)."""
     n = pos.shape[0]
     device = pos.device
@@ -220,7 +268,8 @@ def _cell_pairs(pos: Tensor, box: Tensor | None, radius: float) -> tuple[Tensor,
     table[sorted_cell, slot] = order
     # The distinct neighbour cells of each cell (offsets -1..1, wrapped when periodic).
     offsets = torch.tensor(
-        [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], device=device
+        [(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)],
+        device=device,
     )
     dims = torch.tensor([nx, ny, nz], device=device)
     all3 = torch.stack(
@@ -268,7 +317,7 @@ def _cell_pairs(pos: Tensor, box: Tensor | None, radius: float) -> tuple[Tensor,
 def _face_widths(box: Tensor) -> Tensor:
     """(3,) distances between opposite faces of a (3, 3) box."""
     a, b, c = box[0], box[1], box[2]
-    volume = torch.linalg.det(box).abs()
+    volume: Tensor = torch.linalg.det(box).abs()
     return volume / torch.stack(
         [
             torch.linalg.vector_norm(torch.linalg.cross(b, c, dim=-1)),
@@ -276,4 +325,3 @@ def _face_widths(box: Tensor) -> Tensor:
             torch.linalg.vector_norm(torch.linalg.cross(a, b, dim=-1)),
         ]
     )
-

@@ -48,7 +48,8 @@ def check_plugins(registry: Registry) -> list[str]:
         config_schema(registry)
     except Exception as err:  # any plugin config that breaks schema generation
         problems.append(
-            f"the JSON schema of all installed kinds cannot be built: {_first_line(err)}"
+            "the JSON schema of all installed kinds cannot be built: "
+            f"{_first_line(err)}"
         )
     return problems
 
@@ -66,12 +67,13 @@ def check_component(cls: Any) -> list[str]:
     annotation = config.model_fields["kind"].annotation
     if get_origin(annotation) is not Literal or get_args(annotation) != (kind,):
         problems.append(
-            f"Config.kind must be Literal[{kind!r}] so that configs and the JSON schema "
-            "tell kinds apart"
+            f"Config.kind must be Literal[{kind!r}] so that configs and the JSON "
+            "schema tell kinds apart"
         )
     if config.model_config.get("extra") != "forbid":
         problems.append(
-            "Config accepts unknown keys (a misspelt setting would be ignored); keep extra='forbid'"
+            "Config accepts unknown keys (a misspelt setting would be ignored); "
+            "keep extra='forbid'"
         )
     if not config.model_config.get("frozen"):
         problems.append(
@@ -82,7 +84,8 @@ def check_component(cls: Any) -> list[str]:
     ]
     if undocumented:
         problems.append(
-            f"config fields without a description (state the unit there): {', '.join(undocumented)}"
+            "config fields without a description (state the unit there): "
+            f"{', '.join(undocumented)}"
         )
     try:
         config.model_json_schema()
@@ -121,20 +124,23 @@ def _check_plugin_modules(registry: Registry) -> list[str]:
         callers = pm.get_hookcallers(plugin) or []
         if not callers:
             problems.append(
-                f"{where} implements no hook: decorate its functions with @torchmd_core.hookimpl"
+                f"{where} implements no hook: decorate its functions with "
+                "@torchmd_core.hookimpl"
             )
         for caller in callers:
             if caller.spec is None:
                 close = difflib.get_close_matches(caller.name, _SPECS, n=1, cutoff=0.6)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 problems.append(
-                    f"{where} implements '{caller.name}', which is no torchmd-core hook{hint}"
+                    f"{where} implements '{caller.name}', which is no torchmd-core "
+                    f"hook{hint}"
                 )
         for attr in dir(plugin):
             value = getattr(plugin, attr, None)
             if attr in _SPECS and callable(value) and not hasattr(value, marker):
                 problems.append(
-                    f"{where} defines {attr}() without @torchmd_core.hookimpl, so it is never called"
+                    f"{where} defines {attr}() without @torchmd_core.hookimpl, so it "
+                    "is never called"
                 )
     return problems
 
@@ -148,7 +154,8 @@ def _check_loader_extensions(registry: Registry) -> list[str]:
             problems.append(f"{_label(entry)}: declares no file extensions")
         elif not isinstance(exts, tuple) or not all(_is_suffix(e) for e in exts):
             problems.append(
-                f"{_label(entry)}: extensions must be a tuple of suffixes such as ('pdb', 'ent'), got {exts!r}"
+                f"{_label(entry)}: extensions must be a tuple of suffixes such as "
+                f"('pdb', 'ent'), got {exts!r}"
             )
     for want, base in (("topology", TopologyLoader), ("coordinates", CoordinateLoader)):
         owners: dict[str, list[Registration]] = {}
@@ -164,8 +171,8 @@ def _check_loader_extensions(registry: Registry) -> list[str]:
                 ).kind_name()
                 problems.append(
                     f"'.{ext}' {want} files are claimed by {names}; such files go to "
-                    f"'{winner}' (registered first). Drop the extension from one (it stays "
-                    f"usable through system.{want}_format)"
+                    f"'{winner}' (registered first). Drop the extension from one (it "
+                    f"stays usable through system.{want}_format)"
                 )
     return problems
 

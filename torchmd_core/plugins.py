@@ -56,7 +56,9 @@ def discover(
             ``TORCHMD_CORE_DISABLE_PLUGINS`` environment variable.
     """
     only = None if distributions is None else {_normalise(d) for d in distributions}
-    skip = disabled_from_env() if disabled is None else {_normalise(d) for d in disabled}
+    skip = (
+        disabled_from_env() if disabled is None else {_normalise(d) for d in disabled}
+    )
     registry = Registry()
     seen: set[tuple[str, str]] = set()
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_sort_key):
@@ -75,17 +77,20 @@ def discover(
         except Exception as err:  # any import failure of a third party is reported
             registry.problems.append(
                 PluginLoadError(
-                    f"plugin '{ep.name}' ({ep.value}) from distribution '{dist}' failed "
-                    f"to import: {type(err).__name__}: {err}"
+                    f"plugin '{ep.name}' ({ep.value}) from distribution '{dist}' "
+                    f"failed to import: {type(err).__name__}: {err}"
                 )
             )
             continue
-        registry.register_plugin(module, name=f"{dist}:{ep.name}", distribution=dist, version=version)
+        registry.register_plugin(
+            module, name=f"{dist}:{ep.name}", distribution=dist, version=version
+        )
     return registry
 
 
 def _ep_sort_key(ep: metadata.EntryPoint) -> tuple[int, str, str]:
-    # Built-ins first, so that a third party claiming a built-in kind is the one reported.
+    # Built-ins first, so that a third party claiming a built-in kind is the one
+    # reported.
     dist = _normalise(ep.dist.name) if ep.dist is not None else ""
     return (0 if dist == BUILTIN_DISTRIBUTION else 1, dist, ep.name)
 
@@ -116,7 +121,9 @@ def isolated_registry(
     previous = _default
     registry = discover(distributions=distributions, disabled=())
     for i, plugin in enumerate(plugins):
-        registry.register_plugin(plugin, name=getattr(plugin, "__name__", f"test-plugin-{i}"))
+        registry.register_plugin(
+            plugin, name=getattr(plugin, "__name__", f"test-plugin-{i}")
+        )
     _default = registry
     try:
         yield registry

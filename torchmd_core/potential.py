@@ -1,11 +1,11 @@
 """The ``Potential`` role: an energy term, and sums of them.
 
-A potential is a :class:`torch.nn.Module` with one abstract method, :meth:`Potential.energy`,
-returning (R,) energies in kcal/mol. Forces come from autograd unless a subclass
-overrides :meth:`Potential.energy_and_forces` with an analytic form. A potential that
-needs pairs of atoms sets :attr:`Potential.cutoff`; the simulation then keeps one
-shared :class:`~torchmd_core.neighbors.NeighborList` for all of them and hands the pairs
-in through ``state.neighbors``.
+A potential is a :class:`torch.nn.Module` with one abstract method,
+:meth:`Potential.energy`, returning (R,) energies in kcal/mol. Forces come from autograd
+unless a subclass overrides :meth:`Potential.energy_and_forces` with an analytic form. A
+potential that needs pairs of atoms sets :attr:`Potential.cutoff`; the simulation then
+keeps one shared :class:`~torchmd_core.neighbors.NeighborList` for all of them and hands
+the pairs in through ``state.neighbors``.
 
 Gradients follow PyTorch's grad mode: with grad mode on (the default) energies and
 forces keep their autograd graph to positions and to every parameter, so losses on
@@ -16,8 +16,8 @@ computed and detached, which is faster and keeps memory flat.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -49,31 +49,34 @@ class Potential(Component, nn.Module, ABC):
     Config: ClassVar[type[ComponentConfig]] = PotentialConfig
     cutoff: float | None = None
 
-    def __init__(self, config: ComponentConfig | None = None, system: System | None = None):
+    def __init__(
+        self, config: ComponentConfig | None = None, system: System | None = None
+    ):
         nn.Module.__init__(self)
         self.config = config
 
-    # -- the one thing to implement --------------------------------------------------------
+    # -- the one thing to implement ----------------------------------------------------
     @abstractmethod
     def energy(self, state: State) -> Tensor:
         """(R,) potential energy of each replica, kcal/mol."""
 
-    # -- ML/MM ------------------------------------------------------------------------------
+    # -- ML/MM -------------------------------------------------------------------------
     @classmethod
     def replaced_atoms(cls, config: ComponentConfig, system: System) -> Tensor | None:
         """The region whose internal interactions this potential replaces, or None.
 
         A potential that describes a group of atoms on its own (a neural network on a
-        ligand, say) returns the atom indices here. :func:`~torchmd_core.builder.build_potentials`
-        then builds every potential that returns None from
-        ``system.without_interactions_within(region)`` (mechanical embedding): the
-        classical terms wholly inside the region are dropped, those between the region
-        and the rest stay. Called before the potential is constructed; may raise
-        :class:`~torchmd_core.errors.TopologyError` for a bad selection.
+        ligand, say) returns the atom indices here.
+        :func:`~torchmd_core.builder.build_potentials` then builds every potential that
+        returns None from ``system.without_interactions_within(region)`` (mechanical
+        embedding): the classical terms wholly inside the region are dropped, those
+        between the region and the rest stay. Called before the potential is
+        constructed; may raise :class:`~torchmd_core.errors.TopologyError` for a bad
+        selection.
         """
         return None
 
-    # -- derived quantities (override for speed) --------------------------------------------------
+    # -- derived quantities (override for speed) ---------------------------------------
     @property
     def name(self) -> str:
         """The name of this term in reports: the config's kind, else the class name."""
@@ -122,7 +125,7 @@ class Potential(Component, nn.Module, ABC):
     def forward(self, state: State) -> Tensor:
         return self.energy(state)
 
-    # -- force-field parameters --------------------------------------------------------------
+    # -- force-field parameters --------------------------------------------------------
     def parameter_sources(self) -> dict[str, str]:
         """The force-field parameters of the :class:`System` this term holds as tensors.
 
@@ -138,33 +141,51 @@ class Potential(Component, nn.Module, ABC):
         """
         return {}
 
-    # -- neighbours --------------------------------------------------------------------------
+    # -- neighbours --------------------------------------------------------------------
     def neighbors(self, state: State) -> Neighbors:
         """Pairs within :attr:`cutoff`: the shared list when attached, else built now.
 
         Excluded pairs (``System.exclusions``) are never in the list.
         """
         if self.cutoff is None:
-            raise RuntimeError(f"{type(self).__name__} declared no cutoff but asked for pairs")
+            raise RuntimeError(
+                f"{type(self).__name__} declared no cutoff but asked for pairs"
+            )
         nb = state.neighbors
-        if nb is not None and nb.radius >= self.cutoff and nb.n_atoms == state.n_atoms:
+        if (
+            nb is not None
+            and nb.complete
+            and nb.radius >= self.cutoff
+            and nb.n_atoms == state.n_atoms
+        ):
             return nb
         return build_pairs(
-            state.positions.detach(), _detached(state.box), self.cutoff, self.pair_exclusions()
+            state.positions.detach(),
+            _detached(state.box),
+            self.cutoff,
+            self.pair_exclusions(),
         )
 
     def pair_exclusions(self) -> Tensor | None:
         """(E, 2) pairs this term never wants listed (default: none)."""
         return None
 
-    # -- composition ------------------------------------------------------------------------
+    def reads_pairs(self, state: State) -> bool:
+        """Whether evaluating ``state`` reads ``state.neighbors.pairs`` (default: when
+        :attr:`cutoff` is set). A term with its own pair search (a native kernel)
+        returns False, so the shared list only tracks where it would rebuild."""
+        return self.cutoff is not None
+
+    # -- composition -------------------------------------------------------------------
     def __add__(self, other: Potential) -> PotentialSum:
         left = list(self.potentials) if isinstance(self, PotentialSum) else [self]
         right = list(other.potentials) if isinstance(other, PotentialSum) else [other]
         return PotentialSum([*left, *right])
 
     def _needs_graph(self, state: State) -> bool:
-        if state.positions.requires_grad or (state.box is not None and state.box.requires_grad):
+        if state.positions.requires_grad or (
+            state.box is not None and state.box.requires_grad
+        ):
             return True
         return any(t.requires_grad for t in self.parameters()) or any(
             t.requires_grad for t in self.buffers()
@@ -187,6 +208,8 @@ class PotentialSum(Potential):
         skin: Verlet skin of the shared list, Å.
     """
 
+    potentials: nn.ModuleList
+
     def __init__(
         self,
         potentials: Sequence[Potential],
@@ -196,7 +219,7 @@ class PotentialSum(Potential):
         super().__init__(None, system)
         flat: list[Potential] = []
         for p in potentials:
-            flat.extend(p.potentials if isinstance(p, PotentialSum) else [p])
+            flat.extend(p._terms if isinstance(p, PotentialSum) else [p])
         self.potentials = nn.ModuleList(flat)
         cutoffs = [p.cutoff for p in flat if p.cutoff is not None]
         self.cutoff = max(cutoffs) if cutoffs else None
@@ -217,13 +240,18 @@ class PotentialSum(Potential):
         )
 
     @property
+    def _terms(self) -> Iterator[Potential]:
+        """The terms, typed: iterating an ``nn.ModuleList`` yields plain Modules."""
+        return cast(Iterator[Potential], iter(self.potentials))
+
+    @property
     def name(self) -> str:
         return "total"
 
     @property
     def term_names(self) -> tuple[str, ...]:
         names: list[str] = []
-        for p in self.potentials:
+        for p in self._terms:
             names.extend(p.term_names)
         return tuple(_unique_names(names))
 
@@ -234,7 +262,8 @@ class PotentialSum(Potential):
         """``state`` with the shared neighbour list attached (rebuilt if needed)."""
         if self.neighbor_list is None:
             return state
-        nb = self.neighbor_list.update(state.positions, _detached(state.box))
+        pairs = any(p.reads_pairs(state) for p in self.potentials)
+        nb = self.neighbor_list.update(state.positions, _detached(state.box), pairs=pairs)
         return state.replace(neighbors=nb)
 
     def place_sites(self, state: State) -> State:
@@ -243,7 +272,9 @@ class PotentialSum(Potential):
         sites = self._sites_like(state)
         if sites is None:
             return state
-        return state.replace(positions=place_virtual_sites(state.positions, sites, state.box))
+        return state.replace(
+            positions=place_virtual_sites(state.positions, sites, state.box)
+        )
 
     def _sites_like(self, state: State) -> VirtualSites | None:
         if self.virtual_sites is None:
@@ -259,7 +290,7 @@ class PotentialSum(Potential):
 
     def energy(self, state: State) -> Tensor:
         state = self.prepare(self.place_sites(state))
-        return _stack_sum([p.energy(state) for p in self.potentials], state)
+        return _stack_sum([p.energy(state) for p in self._terms], state)
 
     def energy_terms(
         self, state: State, rebuild_sites: bool = True
@@ -274,7 +305,7 @@ class PotentialSum(Potential):
         """
         state = self.prepare(self.place_sites(state) if rebuild_sites else state)
         items: list[tuple[str, Tensor]] = []
-        for p in self.potentials:
+        for p in self._terms:
             items.extend(p.energy_terms(state).items())
         names = _unique_names([k for k, _ in items])
         return {name: value for name, (_, value) in zip(names, items, strict=True)}
@@ -296,7 +327,7 @@ class PotentialSum(Potential):
         state = self.prepare(self.place_sites(state) if rebuild_sites else state)
         energy = state.positions.new_zeros(state.n_replicas)
         forces = torch.zeros_like(state.positions)
-        for p in self.potentials:
+        for p in self._terms:
             e, f = p.energy_and_forces(state)
             energy = energy + e
             forces = forces + f

@@ -13,14 +13,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal, overload
 
 import pluggy
 
 from torchmd_core import hookspecs
 from torchmd_core.barostat import Barostat
 from torchmd_core.component import Component
-from torchmd_core.errors import PluginConflictError, PluginError, PluginLoadError, PluginNotFoundError
+from torchmd_core.errors import (
+    PluginConflictError,
+    PluginError,
+    PluginLoadError,
+    PluginNotFoundError,
+)
 from torchmd_core.integrator import Integrator
 from torchmd_core.loader import CoordinateLoader, SystemLoader, TopologyLoader
 from torchmd_core.potential import Potential
@@ -83,10 +88,13 @@ class Registry:
         #: Plugin name → (distribution, version) of every registered plugin module.
         self.plugins: dict[str, tuple[str, str]] = {}
 
-    # -- filling -------------------------------------------------------------------------
+    # -- filling -----------------------------------------------------------------------
     @property
     def hook(self) -> Any:
-        """The lifecycle hook relay (``registry.hook.torchmd_core_run_started(...)``)."""
+        """The lifecycle hook relay.
+
+        Call a hook as ``registry.hook.torchmd_core_run_started(...)``.
+        """
         return self.plugin_manager.hook
 
     def register_plugin(
@@ -103,7 +111,9 @@ class Registry:
             self.plugin_manager.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as err:
             self.problems.append(
-                PluginLoadError(f"plugin '{name}' from '{distribution}' is invalid: {err}")
+                PluginLoadError(
+                    f"plugin '{name}' from '{distribution}' is invalid: {err}"
+                )
             )
             return
         self.plugins[name] = (distribution, version)
@@ -169,7 +179,7 @@ class Registry:
             return
         self._entries[role][kind] = entry
 
-    # -- lookups -----------------------------------------------------------------------------
+    # -- lookups -----------------------------------------------------------------------
     def get(self, role: str, kind: str) -> type[Any]:
         """The class registered as ``kind`` for ``role``.
 
@@ -181,8 +191,8 @@ class Registry:
         if conflict:
             names = " and ".join(f"'{c.distribution}' ({c.plugin})" for c in conflict)
             raise PluginConflictError(
-                f"{_SINGULAR[role]} kind '{kind}' is provided by {names}; uninstall one "
-                f"or disable one with TORCHMD_CORE_DISABLE_PLUGINS=<distribution>"
+                f"{_SINGULAR[role]} kind '{kind}' is provided by {names}; uninstall "
+                "one or disable one with TORCHMD_CORE_DISABLE_PLUGINS=<distribution>"
             )
         entry = self._entries.get(role, {}).get(kind)
         if entry is None:
@@ -217,12 +227,27 @@ class Registry:
         role, kind = item
         return kind in self._entries.get(role, {})
 
-    # -- loaders -------------------------------------------------------------------------------
-    def loader_for(self, path: Path, want: str, kind: str | None = None) -> SystemLoader:
-        """A loader instance able to read ``path`` as ``want`` ('topology' or 'coordinates').
+    # -- loaders -----------------------------------------------------------------------
+    @overload
+    def loader_for(
+        self, path: Path, want: Literal["topology"], kind: str | None = None
+    ) -> TopologyLoader: ...
+    @overload
+    def loader_for(
+        self, path: Path, want: Literal["coordinates"], kind: str | None = None
+    ) -> CoordinateLoader: ...
+    @overload
+    def loader_for(
+        self, path: Path, want: str, kind: str | None = None
+    ) -> SystemLoader: ...
+    def loader_for(
+        self, path: Path, want: str, kind: str | None = None
+    ) -> SystemLoader:
+        """A loader instance able to read ``path`` as ``want``.
 
-        ``kind`` forces a loader; otherwise the file extension decides (the longest
-        matching suffix wins, so ``.prmtop`` beats nothing and ``.tar.gz`` beats ``.gz``).
+        ``want`` is 'topology' or 'coordinates'. ``kind`` forces a loader; otherwise
+        the file extension decides (the longest matching suffix wins, so ``.prmtop``
+        beats nothing and ``.tar.gz`` beats ``.gz``).
         """
         base = TopologyLoader if want == "topology" else CoordinateLoader
         if kind is not None:
@@ -231,21 +256,21 @@ class Registry:
                 raise PluginNotFoundError(f"loader '{kind}' cannot read {want} files")
             return cls()
         name = path.name.lower()
-        best: tuple[int, Registration] | None = None
+        best: tuple[int, type[SystemLoader]] | None = None
         for entry in self._entries["loaders"].values():
             if not issubclass(entry.cls, base):
                 continue
-            for ext in entry.cls.extensions:  # type: ignore[attr-defined]
+            for ext in entry.cls.extensions:
                 suffix = "." + ext.lower().lstrip(".")
                 if name.endswith(suffix) and (best is None or len(suffix) > best[0]):
-                    best = (len(suffix), entry)
+                    best = (len(suffix), entry.cls)
         if best is None:
             known = sorted(
                 {
                     ext
                     for e in self._entries["loaders"].values()
                     if issubclass(e.cls, base)
-                    for ext in e.cls.extensions  # type: ignore[attr-defined]
+                    for ext in e.cls.extensions
                 }
             )
             raise PluginNotFoundError(
@@ -253,4 +278,4 @@ class Registry:
                 f"{', '.join(known) or 'none'}); rename the file or set "
                 f"system.{want}_format to a loader kind"
             )
-        return best[1].cls()  # type: ignore[return-value]
+        return best[1]()

@@ -54,7 +54,9 @@ class State:
     def __post_init__(self) -> None:
         p = self.positions
         if p.dim() != 3 or p.shape[-1] != 3:
-            raise ValueError(f"positions must be (n_replicas, n_atoms, 3), got {tuple(p.shape)}")
+            raise ValueError(
+                f"positions must be (n_replicas, n_atoms, 3), got {tuple(p.shape)}"
+            )
         if self.velocities is not None and self.velocities.shape != p.shape:
             raise ValueError(
                 f"velocities {tuple(self.velocities.shape)} do not match positions "
@@ -118,9 +120,10 @@ class State:
         """(R,) box volume in Å³, or None without a box."""
         if self.box is None:
             return None
-        return torch.linalg.det(self.box).abs()
+        volume: Tensor = torch.linalg.det(self.box).abs()
+        return volume
 
-    # -- changes ------------------------------------------------------------------------
+    # -- changes -----------------------------------------------------------------------
     def replace(self, **changes: Any) -> State:
         """A copy with ``changes`` applied; caches go stale with positions or box."""
         if "positions" in changes or "box" in changes:

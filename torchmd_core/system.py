@@ -11,22 +11,31 @@ its type (``types``), so a force-field type shared by many interactions is one
 parameter (this is what makes fitting parameters meaningful). The conventions every
 loader and potential follow (units: kcal/mol, Å, radians):
 
-==================== ===== ================================= =================================
-term                 atoms values                            energy
-==================== ===== ================================= =================================
-``bonds``            2     ``k`` kcal/mol/Å², ``r0`` Å       k (r − r0)²
-``angles``           3     ``k`` kcal/mol/rad², ``theta0``   k (θ − θ0)²
-``urey_bradley``     2     ``k`` kcal/mol/Å², ``r0`` Å       k (r13 − r0)²  (atoms 1 and 3)
-``torsions``         4     ``k`` kcal/mol, ``phase`` rad,    k (1 + cos(n φ − phase))
-                           ``periodicity`` n (integer-valued)
-``impropers``        4     as ``torsions``                   as ``torsions`` (periodic improper)
-``harmonic_impropers`` 4   ``k`` kcal/mol/rad², ``psi0``     k (ψ − ψ0)², ψ − ψ0 wrapped to (−π, π]
-``cmap``             8     ``grid`` (n_maps, G, G) kcal/mol  bicubic in (φ of atoms 0-3,
-                                                             ψ of atoms 4-7); grid[m, i, j] at
-                                                             φ = −π + 2πi/G, ψ = −π + 2πj/G
-``pairs14``          2     ``charge_scale``, ``sigma`` Å,    4ε((σ/r)¹² − (σ/r)⁶)
-                           ``epsilon`` kcal/mol              + C · charge_scale · q_i q_j / r
-==================== ===== ================================= =================================
+====================== ===== ========================== ================================
+term                   atoms values                     energy
+====================== ===== ========================== ================================
+``bonds``              2     ``k`` kcal/mol/Å²,         k (r − r0)²
+                             ``r0`` Å
+``angles``             3     ``k`` kcal/mol/rad²,       k (θ − θ0)²
+                             ``theta0``
+``urey_bradley``       2     ``k`` kcal/mol/Å²,         k (r13 − r0)²  (atoms 1 and 3)
+                             ``r0`` Å
+``torsions``           4     ``k`` kcal/mol,            k (1 + cos(n φ − phase))
+                             ``phase`` rad,
+                             ``periodicity`` n
+                             (integer-valued)
+``impropers``          4     as ``torsions``            as ``torsions`` (periodic
+                                                        improper)
+``harmonic_impropers`` 4     ``k`` kcal/mol/rad²,       k (ψ − ψ0)², ψ − ψ0 wrapped to
+                             ``psi0``                   (−π, π]
+``cmap``               8     ``grid`` (n_maps, G, G)    bicubic in (φ of atoms 0-3,
+                             kcal/mol                   ψ of atoms 4-7); grid[m, i, j]
+                                                        at φ = −π + 2πi/G,
+                                                        ψ = −π + 2πj/G
+``pairs14``            2     ``charge_scale``,          4ε((σ/r)¹² − (σ/r)⁶)
+                             ``sigma`` Å,               + C · charge_scale · q_i q_j / r
+                             ``epsilon`` kcal/mol
+====================== ===== ========================== ================================
 
 Non-bonded parameters are in :attr:`System.nonbonded` (:class:`NonbondedParameters`)
 and :attr:`System.charges`; :attr:`System.exclusions` lists every pair left out of the
@@ -108,7 +117,9 @@ class ParameterTable:
             )
         n_types = {int(v.shape[0]) for v in self.values.values()}
         if len(n_types) > 1:
-            raise ValueError(f"parameter tables disagree on the number of types: {n_types}")
+            raise ValueError(
+                f"parameter tables disagree on the number of types: {n_types}"
+            )
         if self.types.numel() and n_types and int(self.types.max()) >= n_types.pop():
             raise ValueError("a type index points past the end of the parameter table")
 
@@ -132,7 +143,9 @@ class ParameterTable:
 
     def subset(self, keep: Tensor) -> ParameterTable:
         """The interactions where ``keep`` (n,) is true, sharing the same type table."""
-        return ParameterTable(self.atoms[keep], self.types[keep], self.values, self.type_names)
+        return ParameterTable(
+            self.atoms[keep], self.types[keep], self.values, self.type_names
+        )
 
 
 @dataclass(frozen=True)
@@ -170,7 +183,10 @@ class NonbondedParameters:
     def lj_tables(
         self, sigma: Tensor | None = None, epsilon: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """(c12, c6), each (T, T), from σ, ε (these, or the stored ones) and overrides."""
+        """(c12, c6), each (T, T), from σ, ε and the pair overrides.
+
+        σ and ε are the arguments given, or the stored ones where None.
+        """
         sigma = self.sigma if sigma is None else sigma
         epsilon = self.epsilon if epsilon is None else epsilon
         s = 0.5 * (sigma[:, None] + sigma[None, :])
@@ -208,8 +224,6 @@ class Constraints:
         return int(self.pairs.shape[0]) + 3 * int(self.waters.shape[0])
 
 
-
-
 @dataclass(frozen=True)
 class VirtualSites:
     """Massless atoms whose positions are functions of other atoms' (OpenMM's virtual
@@ -223,8 +237,9 @@ class VirtualSites:
       r12 = x_{p2} − x_{p1}, r13 = x_{p3} − x_{p1},
       x = x_{p1} + w12 r12 + w13 r13 + wc (r12 × r13); wc in 1/Å.
     - ``local`` (``LocalCoordinatesSite``): origin o = Σ wo_k x_{p_k}, directions
-      dx = Σ wx_k x_{p_k}, dy = Σ wy_k x_{p_k}; e_x = dx/|dx|, e_z = (dx × dy)/|dx × dy|,
-      e_y = e_z × e_x; x = o + l_x e_x + l_y e_y + l_z e_z, l in Å.
+      dx = Σ wx_k x_{p_k}, dy = Σ wy_k x_{p_k}; e_x = dx/|dx|,
+      e_z = (dx × dy)/|dx × dy|, e_y = e_z × e_x; x = o + l_x e_x + l_y e_y + l_z e_z,
+      l in Å.
 
     Rows of one kind share a parent count P; a site with fewer parents is padded with
     its first parent and weight 0. A site is never the parent of another site, and
@@ -348,8 +363,10 @@ class VirtualSites:
         )
 
     def __len__(self) -> int:
-        return len(self.linear_sites) + len(self.out_of_plane_sites) + len(
-            self.local_sites
+        return (
+            len(self.linear_sites)
+            + len(self.out_of_plane_sites)
+            + len(self.local_sites)
         )
 
     def first_parents(self) -> Tensor:
@@ -484,7 +501,10 @@ class System:
                 )
         for name in ("atom_names", "atom_types"):
             if len(getattr(self, name)) != n:
-                raise TopologyError(f"System.{name} has {len(getattr(self, name))} entries, expected {n}")
+                raise TopologyError(
+                    f"System.{name} has {len(getattr(self, name))} entries, "
+                    f"expected {n}"
+                )
         for name, table in self.terms.items():
             want = _TERM_ATOMS.get(name)
             if want is not None and len(table) and table.atoms.shape[1] != want:
@@ -492,12 +512,14 @@ class System:
                     f"term '{name}' needs {want} atoms per interaction, "
                     f"got {table.atoms.shape[1]}"
                 )
-            if len(table) and (int(table.atoms.max()) >= n or int(table.atoms.min()) < 0):
+            if len(table) and (
+                int(table.atoms.max()) >= n or int(table.atoms.min()) < 0
+            ):
                 raise TopologyError(f"term '{name}' refers to atoms outside 0..{n - 1}")
         if self.virtual_sites is not None:
             self.virtual_sites.check(self.masses)
 
-    # -- sizes and derived data ------------------------------------------------------------
+    # -- sizes and derived data --------------------------------------------------------
     @property
     def n_atoms(self) -> int:
         return int(self.masses.shape[0])
@@ -530,7 +552,7 @@ class System:
     def total_mass(self) -> float:
         return float(self.masses.sum())
 
-    # -- selections ----------------------------------------------------------------------------
+    # -- selections --------------------------------------------------------------------
     @cached_property
     def topology(self) -> mdtraj.Topology:
         """An mdtraj topology of this system (for selections and trajectory writers)."""
@@ -545,7 +567,9 @@ class System:
         if isinstance(selection, str):
             try:
                 idx = self.topology.select(selection)
-            except Exception as err:  # mdtraj raises ValueError and its own parse errors
+            except (
+                Exception
+            ) as err:  # mdtraj raises ValueError and its own parse errors
                 raise TopologyError(
                     f"invalid atom selection {selection!r}: {err}. See the mdtraj "
                     "selection syntax (e.g. 'resname ALA and name CA', 'index 0 to 9')."
@@ -561,16 +585,19 @@ class System:
             )
         return result
 
-    # -- ML/MM --------------------------------------------------------------------------------
-    def without_interactions_within(self, atoms: str | Sequence[int] | Tensor) -> System:
-        """A copy without the interactions wholly inside a region (mechanical embedding).
+    # -- ML/MM -------------------------------------------------------------------------
+    def without_interactions_within(
+        self, atoms: str | Sequence[int] | Tensor
+    ) -> System:
+        """A copy without interactions wholly inside a region (mechanical embedding).
 
         Use it for the classical potentials when another potential (a neural network,
         say) describes the region on its own, as openmm-ml's mixed systems do: every
-        bonded interaction (``terms``: bonds, angles, torsions, CMAP, 1-4 pairs, ...) whose
-        atoms all lie in the region is dropped, and every pair of region atoms becomes an
-        exclusion of the normal non-bonded sum. Interactions between the region and the
-        rest stay. Masses, charges, LJ types, bonds graph and constraints are unchanged.
+        bonded interaction (``terms``: bonds, angles, torsions, CMAP, 1-4 pairs, ...)
+        whose atoms all lie in the region is dropped, and every pair of region atoms
+        becomes an exclusion of the normal non-bonded sum. Interactions between the
+        region and the rest stay. Masses, charges, LJ types, bonds graph and
+        constraints are unchanged.
 
         Args:
             atoms: the region, as for :meth:`select` (indices or an mdtraj selection).
@@ -586,8 +613,12 @@ class System:
             name: table.subset(~inside[table.atoms].all(dim=1)) if len(table) else table
             for name, table in self.terms.items()
         }
-        region_pairs = torch.combinations(idx, 2) if idx.numel() > 1 else idx.new_zeros(0, 2)
-        exclusions = torch.cat([self.exclusions.reshape(-1, 2).to(torch.int64), region_pairs])
+        region_pairs = (
+            torch.combinations(idx, 2) if idx.numel() > 1 else idx.new_zeros(0, 2)
+        )
+        exclusions = torch.cat(
+            [self.exclusions.reshape(-1, 2).to(torch.int64), region_pairs]
+        )
         exclusions = torch.unique(torch.sort(exclusions, dim=1).values, dim=0)
         regions = (*self.metadata.get("replaced_regions", ()), tuple(idx.tolist()))
         return dataclasses.replace(
@@ -607,7 +638,10 @@ class System:
 
 
 def connected_components(n_atoms: int, bonds: Tensor) -> Tensor:
-    """(N,) component index of each node of an undirected graph, numbered by first atom."""
+    """(N,) component index of each node of an undirected graph.
+
+    Components are numbered in the order of their first atom.
+    """
     parent = np.arange(n_atoms)
 
     def find(a: int) -> int:
@@ -639,14 +673,20 @@ def to_mdtraj_topology(system: System) -> mdtraj.Topology:
         chain = chains.get(res.chain)
         if chain is None:
             chain = chains[res.chain] = top.add_chain()
-        md_residues.append(top.add_residue(res.name, chain, resSeq=res.number, segment_id=res.segment))
+        md_residues.append(
+            top.add_residue(res.name, chain, resSeq=res.number, segment_id=res.segment)
+        )
     for i in range(system.n_atoms):
         z = int(system.atomic_numbers[i])
         try:
-            elem = md_element.Element.getByAtomicNumber(z) if z > 0 else md_element.virtual
+            elem = (
+                md_element.Element.getByAtomicNumber(z) if z > 0 else md_element.virtual
+            )
         except KeyError:
             elem = md_element.virtual
-        top.add_atom(system.atom_names[i], elem, md_residues[int(system.residue_index[i])])
+        top.add_atom(
+            system.atom_names[i], elem, md_residues[int(system.residue_index[i])]
+        )
     atoms = list(top.atoms)
     for i, j in system.bonds.tolist():
         top.add_bond(atoms[i], atoms[j])

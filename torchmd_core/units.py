@@ -33,7 +33,8 @@ _EPSILON0_E2_MOL_PER_KJ_NM = 1.0e-6 * 8.8541878128e-12 / (1.602176634e-19**2 * A
 ONE_4PI_EPS0_KJ_MOL_NM = 1.0 / (4.0 * math.pi * _EPSILON0_E2_MOL_PER_KJ_NM)
 COULOMB_KCAL_MOL_A = ONE_4PI_EPS0_KJ_MOL_NM * KJ_TO_KCAL * NM_TO_ANGSTROM
 
-#: Kinetic energy of 1 amu moving at 1 Å/ps, in kcal/mol: (1e-3 kg/mol)(100 m/s)² / 4184.
+#: Kinetic energy of 1 amu moving at 1 Å/ps, in kcal/mol:
+#: (1e-3 kg/mol)(100 m/s)² / 4184.
 AMU_A2_PS2_TO_KCAL_MOL = 10.0 / 4184.0
 
 #: Acceleration per unit force over mass: (kcal/mol/Å)/amu → Å/ps².

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, exact restart frame by frame, refusing foreign checkpoints."""
+"""Checkpoints: atomic writes, exact restart frame by frame, refusing foreign ones."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The ``tmd`` command: run, plugins, schema; exit codes and messages without tracebacks."""
+"""The ``tmd`` command: run, plugins, schema.
+
+Exit codes, and messages without tracebacks.
+"""
 
 from __future__ import annotations
 
@@ -154,8 +157,8 @@ def test_cutoff_larger_than_half_the_box(tmp_path, toy_registry, capsys):
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 2
     assert (
-        "potentials[1] (kind='toy.pairs').cutoff: 6.0 Å is more than half the smallest box width (5.000 Å)"
-        in err
+        "potentials[1] (kind='toy.pairs').cutoff: 6.0 Å is more than half the "
+        "smallest box width (5.000 Å)" in err
     )
 
 
@@ -230,6 +233,6 @@ def test_component_given_as_a_bare_name_gets_a_hint(tmp_path, toy_registry, caps
     code, _, err = run_tmd(capsys, "run", str(cfg))
     assert code == 2
     assert (
-        "integrator: must be a mapping with a 'kind', got 'toy.verlet' (write {kind: toy.verlet}"
-        in err
+        "integrator: must be a mapping with a 'kind', got 'toy.verlet' "
+        "(write {kind: toy.verlet}" in err
     )

@@ -1,4 +1,7 @@
-"""``tmd energy``: output formats and clear errors (parity figures: tests/plugins/test_openmm_parity.py)."""
+"""``tmd energy``: output formats and clear errors.
+
+Parity figures are in tests/plugins/test_openmm_parity.py.
+"""
 
 from __future__ import annotations
 

@@ -4,8 +4,15 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from torchmd_core import ConfigError, InputFileError, SimulationConfig, load_config, parse_config
+from torchmd_core import (
+    ConfigError,
+    InputFileError,
+    SimulationConfig,
+    load_config,
+    parse_config,
+)
 from torchmd_core.config import config_schema
 
 GOOD = """\
@@ -42,33 +49,53 @@ def test_valid_config_loads_with_component_configs(tmp_path, toy_registry):
 
 
 def test_all_problems_reported_at_once_with_paths_and_lines(tmp_path, toy_registry):
-    text = GOOD.replace("cutoff: 6.0", "cutoff: -6.0").replace("timestep_fs: 2.0", "timestep_fs: -2.0")
+    text = GOOD.replace("cutoff: 6.0", "cutoff: -6.0").replace(
+        "timestep_fs: 2.0", "timestep_fs: -2.0"
+    )
     text = text.replace("steps: 100", "steps: -1")
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     msg = str(info.value)
     assert "3 problems in config" in msg
-    assert "line 7: potentials[1] (kind='toy.pairs').cutoff: must be > 0, got -6.0" in msg
-    assert "line 10: integrator (kind='toy.verlet').timestep_fs: must be > 0, got -2.0" in msg
+    assert (
+        "line 7: potentials[1] (kind='toy.pairs').cutoff: must be > 0, got -6.0" in msg
+    )
+    assert (
+        "line 10: integrator (kind='toy.verlet').timestep_fs: must be > 0, got -2.0"
+        in msg
+    )
     assert "steps: must be >= 0, got -1" in msg
 
 
 def test_misspelt_key_suggests_the_right_one(tmp_path, toy_registry):
     text = GOOD.replace("timestep_fs: 2.0", "timestep: 2.0")
-    with pytest.raises(ConfigError, match=r"integrator \(kind='toy.verlet'\).timestep: unknown key \(did you mean 'timestep_fs'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"integrator \(kind='toy.verlet'\).timestep: unknown key "
+        r"\(did you mean 'timestep_fs'\?\)",
+    ):
         load_config(write(tmp_path, text))
     text = GOOD.replace("  coordinates:", "  coordinate:")
-    with pytest.raises(ConfigError, match=r"system.coordinate: unknown key \(did you mean 'coordinates'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"system.coordinate: unknown key \(did you mean 'coordinates'\?\)",
+    ):
         load_config(write(tmp_path, text))
 
 
 def test_unknown_kind_lists_available(tmp_path, toy_registry):
-    with pytest.raises(ConfigError, match=r"potentials\[0\].kind: no potential named 'toy.bond'. Did you mean 'toy.bonds'\?"):
+    with pytest.raises(
+        ConfigError,
+        match=r"potentials\[0\].kind: no potential named 'toy.bond'. "
+        r"Did you mean 'toy.bonds'\?",
+    ):
         load_config(write(tmp_path, GOOD.replace("kind: toy.bonds", "kind: toy.bond")))
 
 
 def test_missing_kind_and_required_fields(tmp_path, toy_registry):
-    text = GOOD.replace("  - kind: toy.bonds\n", "  - scale: 2.0\n").replace("steps: 100\n", "")
+    text = GOOD.replace("  - kind: toy.bonds\n", "  - scale: 2.0\n").replace(
+        "steps: 100\n", ""
+    )
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text))
     assert "potentials[0]: missing 'kind'" in str(info.value)
@@ -77,7 +104,9 @@ def test_missing_kind_and_required_fields(tmp_path, toy_registry):
 
 def test_malformed_yaml_names_file_and_line(tmp_path, toy_registry):
     path = write(tmp_path, GOOD.replace("  kind: toy.verlet", "  kind: [toy.verlet"))
-    with pytest.raises(InputFileError, match=r"run.yaml' is not valid YAML at line \d+"):
+    with pytest.raises(
+        InputFileError, match=r"run.yaml' is not valid YAML at line \d+"
+    ):
         load_config(path)
 
 
@@ -92,9 +121,15 @@ def test_top_level_must_be_mapping(tmp_path, toy_registry):
 
 
 def test_configs_are_frozen_and_round_trip(toy_registry):
-    cfg = parse_config({"system": {"topology": "a.prmtop"}, "potentials": [{"kind": "toy.bonds"}],
-                        "integrator": {"kind": "toy.verlet"}, "steps": 3})
-    with pytest.raises(Exception):
+    cfg = parse_config(
+        {
+            "system": {"topology": "a.prmtop"},
+            "potentials": [{"kind": "toy.bonds"}],
+            "integrator": {"kind": "toy.verlet"},
+            "steps": 3,
+        }
+    )
+    with pytest.raises(ValidationError):
         cfg.steps = 4  # type: ignore[misc]
     dumped = json.loads(cfg.model_dump_json())
     assert dumped["potentials"][0] == {"kind": "toy.bonds", "scale": 1.0}
@@ -102,13 +137,23 @@ def test_configs_are_frozen_and_round_trip(toy_registry):
     assert again == cfg
     assert again.fingerprint() == cfg.fingerprint()
     longer = parse_config({**dumped, "steps": 10})
-    assert longer.fingerprint() == cfg.fingerprint()  # steps may change between segments
+    assert (
+        longer.fingerprint() == cfg.fingerprint()
+    )  # steps may change between segments
 
 
 def test_box_must_have_3_6_or_9_numbers(toy_registry):
-    with pytest.raises(ConfigError, match=r"system.box: must have 3, 6 or 9 numbers, got 2"):
-        parse_config({"system": {"topology": "a.prmtop", "box": [1, 2]}, "potentials": [{"kind": "toy.bonds"}],
-                      "integrator": {"kind": "toy.verlet"}, "steps": 3})
+    with pytest.raises(
+        ConfigError, match=r"system.box: must have 3, 6 or 9 numbers, got 2"
+    ):
+        parse_config(
+            {
+                "system": {"topology": "a.prmtop", "box": [1, 2]},
+                "potentials": [{"kind": "toy.bonds"}],
+                "integrator": {"kind": "toy.verlet"},
+                "steps": 3,
+            }
+        )
 
 
 def test_schema_includes_every_installed_kind(toy_registry):

@@ -28,7 +28,11 @@ def brute_force_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return best
 
 
-@pytest.mark.parametrize("angles_deg", [(90, 90, 90), (70, 80, 100), (60, 60, 90)], ids=["ortho", "triclinic", "sheared"])
+@pytest.mark.parametrize(
+    "angles_deg",
+    [(90, 90, 90), (70, 80, 100), (60, 60, 90)],
+    ids=["ortho", "triclinic", "sheared"],
+)
 def test_minimum_image_matches_brute_force_within_half_width(angles_deg):
     box = box_from_lengths_angles(20.0, 22.0, 25.0, *angles_deg)
     half = 0.5 * float(min_box_width(box))
@@ -46,7 +50,7 @@ def test_minimum_image_matches_brute_force_within_half_width(angles_deg):
 
 def test_box_lengths_angles_round_trip():
     box = box_from_lengths_angles(30.0, 31.0, 32.0, 75.0, 85.0, 95.0)
-    (a, b, c), (al, be, ga) = box_lengths_angles(box)
+    (a, _b, _c), _angles = box_lengths_angles(box)
     assert a == pytest.approx(30.0)  # a is never changed by the reduction
     vol = abs(float(torch.linalg.det(box)))
     ca, cb, cg = (math.cos(math.radians(x)) for x in (75.0, 85.0, 95.0))
@@ -81,8 +85,12 @@ def test_dihedral_sign_and_value_match_mdtraj():
 
 def test_angles_and_distances_simple():
     pos = torch.tensor([[[1.0, 0, 0], [0, 0, 0], [0, 2.0, 0]]], dtype=torch.float64)
-    assert float(angles(pos, torch.tensor([[0, 1, 2]]), None)[0, 0]) == pytest.approx(math.pi / 2)
-    assert float(distances(pos, torch.tensor([[0, 2]]), None)[0, 0]) == pytest.approx(math.sqrt(5))
+    assert float(angles(pos, torch.tensor([[0, 1, 2]]), None)[0, 0]) == pytest.approx(
+        math.pi / 2
+    )
+    assert float(distances(pos, torch.tensor([[0, 2]]), None)[0, 0]) == pytest.approx(
+        math.sqrt(5)
+    )
 
 
 def test_wrap_positions_into_primary_cell():

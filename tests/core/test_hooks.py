@@ -7,9 +7,15 @@ from typing import Any
 
 import pytest
 
-from torchmd_core import ConfigError, Simulation, hookimpl, isolated_registry, parse_config
-from torchmd_core.checkpoint import load_checkpoint, save_checkpoint
 from tests.core import toys
+from torchmd_core import (
+    ConfigError,
+    Simulation,
+    hookimpl,
+    isolated_registry,
+    parse_config,
+)
+from torchmd_core.checkpoint import load_checkpoint, save_checkpoint
 
 
 def config_dict(tmp_path, **extra: Any) -> dict:
@@ -30,10 +36,16 @@ def build(tmp_path, plugin: object, **extra: Any) -> Simulation:
         return Simulation.from_config(cfg, registry=reg)
 
 
-@pytest.mark.parametrize("role", ["potentials", "integrators", "barostats", "reporters", "loaders"])
+@pytest.mark.parametrize(
+    "role", ["potentials", "integrators", "barostats", "reporters", "loaders"]
+)
 def test_hook_register_roles(role):
-    classes = {"potentials": toys.SoftPairs, "integrators": toys.ToyVerlet, "reporters": toys.MemoryReporter,
-               "loaders": toys.ToyTopologyLoader}
+    classes = {
+        "potentials": toys.SoftPairs,
+        "integrators": toys.ToyVerlet,
+        "reporters": toys.MemoryReporter,
+        "loaders": toys.ToyTopologyLoader,
+    }
     if role == "barostats":
         from torchmd_core import Barostat
 
@@ -45,7 +57,13 @@ def test_hook_register_roles(role):
                 return state
 
         classes[role] = Shrink
-    plugin = types.SimpleNamespace(**{f"torchmd_core_register_{role}": hookimpl(lambda register: register(classes[role]))})
+    plugin = types.SimpleNamespace(
+        **{
+            f"torchmd_core_register_{role}": hookimpl(
+                lambda register: register(classes[role])
+            )
+        }
+    )
     with isolated_registry(distributions=(), plugins=[plugin]) as reg:
         assert reg.kinds(role) == [classes[role].kind_name()]
 
@@ -69,7 +87,9 @@ def test_hook_register_loaders():
     from pathlib import Path
 
     with isolated_registry(distributions=(), plugins=[toys]) as reg:
-        assert isinstance(reg.loader_for(Path("a/b.toytop"), "topology"), toys.ToyTopologyLoader)
+        assert isinstance(
+            reg.loader_for(Path("a/b.toytop"), "topology"), toys.ToyTopologyLoader
+        )
 
 
 def test_hook_register_barostats():
@@ -83,7 +103,9 @@ def test_hook_validate_config(tmp_path):
             return ["steps: this plugin needs an even number of steps"]
         return None
 
-    plugin = types.SimpleNamespace(torchmd_core_validate_config=torchmd_core_validate_config)
+    plugin = types.SimpleNamespace(
+        torchmd_core_validate_config=torchmd_core_validate_config
+    )
     with isolated_registry(plugins=[toys, plugin]) as reg:
         parse_config(config_dict(tmp_path), registry=reg)
         with pytest.raises(ConfigError, match="needs an even number of steps"):
@@ -95,7 +117,10 @@ def test_hook_add_potentials(tmp_path):
     def torchmd_core_add_potentials(config, system):
         return [toys.SoftPairs(toys.SoftPairs.Config(), system)]
 
-    sim = build(tmp_path, types.SimpleNamespace(torchmd_core_add_potentials=torchmd_core_add_potentials))
+    sim = build(
+        tmp_path,
+        types.SimpleNamespace(torchmd_core_add_potentials=torchmd_core_add_potentials),
+    )
     assert sim.potential.term_names == ("toy.bonds", "toy.pairs")
 
 
@@ -104,10 +129,15 @@ def test_hook_add_reporters(tmp_path):
 
     @hookimpl
     def torchmd_core_add_reporters(config, system):
-        extra.append(toys.MemoryReporter(toys.MemoryReporter.Config(interval=1), system))
+        extra.append(
+            toys.MemoryReporter(toys.MemoryReporter.Config(interval=1), system)
+        )
         return extra
 
-    sim = build(tmp_path, types.SimpleNamespace(torchmd_core_add_reporters=torchmd_core_add_reporters))
+    sim = build(
+        tmp_path,
+        types.SimpleNamespace(torchmd_core_add_reporters=torchmd_core_add_reporters),
+    )
     sim.run(4)
     assert len(extra[0].frames) == 5  # steps 0..4
 
@@ -117,7 +147,9 @@ def test_hook_run_header(tmp_path):
     def torchmd_core_run_header(simulation):
         return [f"my-plugin saw {simulation.system.n_atoms} atoms"]
 
-    sim = build(tmp_path, types.SimpleNamespace(torchmd_core_run_header=torchmd_core_run_header))
+    sim = build(
+        tmp_path, types.SimpleNamespace(torchmd_core_run_header=torchmd_core_run_header)
+    )
     sim.run(1)
     assert "my-plugin saw 12 atoms" in sim.header
     assert sim.header[0].startswith("torchmd-core ")
@@ -130,7 +162,10 @@ def test_hook_run_started(tmp_path):
     def torchmd_core_run_started(simulation):
         seen.append((simulation.state.step, simulation.reporters[0].opened))
 
-    sim = build(tmp_path, types.SimpleNamespace(torchmd_core_run_started=torchmd_core_run_started))
+    sim = build(
+        tmp_path,
+        types.SimpleNamespace(torchmd_core_run_started=torchmd_core_run_started),
+    )
     sim.run(2)
     assert seen == [(0, 1)]  # once, reporters already open
 
@@ -157,7 +192,9 @@ def test_hook_run_finished(tmp_path):
     sim.integrator.step = explode  # type: ignore[method-assign]
     with pytest.raises(Boom):
         sim.run(2)
-    assert isinstance(seen[-1][1], Boom) and seen[-1][0] == 1  # reporters closed, error passed
+    assert (
+        isinstance(seen[-1][1], Boom) and seen[-1][0] == 1
+    )  # reporters closed, error passed
 
 
 def test_hook_checkpoint_save(tmp_path):
@@ -165,11 +202,18 @@ def test_hook_checkpoint_save(tmp_path):
     def torchmd_core_checkpoint_save(simulation, extra):
         extra["my_plugin"] = {"answer": 42}
 
-    sim = build(tmp_path, types.SimpleNamespace(torchmd_core_checkpoint_save=torchmd_core_checkpoint_save))
+    sim = build(
+        tmp_path,
+        types.SimpleNamespace(
+            torchmd_core_checkpoint_save=torchmd_core_checkpoint_save
+        ),
+    )
     save_checkpoint(sim, tmp_path / "c.chk")
     import torch
 
-    assert torch.load(tmp_path / "c.chk", weights_only=False)["extra"]["my_plugin"] == {"answer": 42}
+    assert torch.load(tmp_path / "c.chk", weights_only=False)["extra"]["my_plugin"] == {
+        "answer": 42
+    }
 
 
 def test_hook_checkpoint_load(tmp_path):
@@ -183,8 +227,10 @@ def test_hook_checkpoint_load(tmp_path):
     def torchmd_core_checkpoint_load(simulation, extra):
         restored.append(extra.get("my_plugin"))
 
-    plugin = types.SimpleNamespace(torchmd_core_checkpoint_save=torchmd_core_checkpoint_save,
-                                   torchmd_core_checkpoint_load=torchmd_core_checkpoint_load)
+    plugin = types.SimpleNamespace(
+        torchmd_core_checkpoint_save=torchmd_core_checkpoint_save,
+        torchmd_core_checkpoint_load=torchmd_core_checkpoint_load,
+    )
     sim = build(tmp_path, plugin)
     sim.run(3)
     save_checkpoint(sim, tmp_path / "c.chk")

@@ -7,7 +7,9 @@ from torchmd_core import NeighborList, build_pairs
 from torchmd_core.geometry import box_from_lengths_angles, min_box_width, minimum_image
 
 
-def brute_pairs(pos: torch.Tensor, box: torch.Tensor | None, radius: float, exclusions=None) -> set[tuple[int, int]]:
+def brute_pairs(
+    pos: torch.Tensor, box: torch.Tensor | None, radius: float, exclusions=None
+) -> set[tuple[int, int]]:
     n = pos.shape[0]
     i, j = torch.triu_indices(n, n, 1)
     d = pos[j] - pos[i]
@@ -81,7 +83,9 @@ def test_verlet_list_rebuilds_only_after_half_skin_and_stays_complete():
     nl = NeighborList(cutoff=4.0, skin=1.0)
     nl.update(pos, box)
     assert nl.n_builds == 1
-    small = pos + 0.5 * (torch.rand(pos.shape, generator=g, dtype=torch.float64) - 0.5)  # < skin/2
+    small = pos + 0.5 * (
+        torch.rand(pos.shape, generator=g, dtype=torch.float64) - 0.5
+    )  # < skin/2
     nb = nl.update(small, box)
     assert nl.n_builds == 1
     # Every true pair within the cutoff is still listed.
@@ -105,4 +109,7 @@ def test_box_change_triggers_rebuild():
 def test_cutoff_beyond_half_box_is_refused():
     nl = NeighborList(cutoff=6.0, skin=1.0)
     with pytest.raises(ValueError, match="half the smallest box width"):
-        nl.update(torch.rand(1, 10, 3, dtype=torch.float64), box_from_lengths_angles(10.0, 10.0, 10.0)[None])
+        nl.update(
+            torch.rand(1, 10, 3, dtype=torch.float64),
+            box_from_lengths_angles(10.0, 10.0, 10.0)[None],
+        )

@@ -60,7 +60,9 @@ SLOPPY = '''
 from __future__ import annotations
 from typing import Literal
 from pydantic import ConfigDict, Field
-from torchmd_core import CoordinateLoader, Coordinates, Potential, PotentialConfig, hookimpl
+from torchmd_core import (
+    CoordinateLoader, Coordinates, Potential, PotentialConfig, hookimpl
+)
 
 
 class Undocumented(Potential):
@@ -256,8 +258,8 @@ def test_two_distributions_claiming_one_kind_is_an_error_naming_both(
         in err
     )
     assert (
-        "registered twice: by 'tmd-alpha' (tmd-alpha:alpha) and by 'tmd-beta' (tmd-beta:beta)"
-        in err
+        "registered twice: by 'tmd-alpha' (tmd-alpha:alpha) and by 'tmd-beta' "
+        "(tmd-beta:beta)" in err
     )
     assert f"{DISABLE_ENV}=tmd-beta" in err  # and how to resolve it
 
@@ -301,22 +303,24 @@ def test_check_reports_each_problem_of_a_plugin(installed, capsys):
     err = capsys.readouterr().err
     expected = [
         "plugin 'tmd-sloppy:empty' (tmd-sloppy) implements no hook",
-        "plugin 'tmd-sloppy:sloppy' (tmd-sloppy) implements 'torchmd_core_run_start', which is "
-        "no torchmd-core hook; did you mean 'torchmd_core_run_started'?",
-        "plugin 'tmd-sloppy:sloppy' (tmd-sloppy) defines torchmd_core_add_reporters() without "
-        "@torchmd_core.hookimpl",
+        "plugin 'tmd-sloppy:sloppy' (tmd-sloppy) implements 'torchmd_core_run_start', "
+        "which is no torchmd-core hook; did you mean 'torchmd_core_run_started'?",
+        "plugin 'tmd-sloppy:sloppy' (tmd-sloppy) defines torchmd_core_add_reporters() "
+        "without @torchmd_core.hookimpl",
         "potential 'sloppy.undocumented' (tmd-sloppy): has no docstring",
-        "potential 'sloppy.undocumented' (tmd-sloppy): Config.kind must be Literal['sloppy.undocumented']",
+        "potential 'sloppy.undocumented' (tmd-sloppy): Config.kind must be "
+        "Literal['sloppy.undocumented']",
         "potential 'sloppy.undocumented' (tmd-sloppy): Config accepts unknown keys",
         "potential 'sloppy.undocumented' (tmd-sloppy): Config is not frozen",
-        "potential 'sloppy.undocumented' (tmd-sloppy): config fields without a description (state "
-        "the unit there): k",
+        "potential 'sloppy.undocumented' (tmd-sloppy): config fields without a "
+        "description (state the unit there): k",
         "potential 'sloppy.unfinished' (tmd-sloppy): is abstract: implement energy",
-        "potential 'sloppy.unfinished' (tmd-sloppy): the default config is invalid: cutoff: Input "
-        "should be greater than 0",
+        "potential 'sloppy.unfinished' (tmd-sloppy): the default config is invalid: "
+        "cutoff: Input should be greater than 0",
         "loader 'sloppy.nameless' (tmd-sloppy): declares no file extensions",
-        "'.xyz9' coordinates files are claimed by loader 'sloppy.reader_a' (tmd-sloppy) and loader "
-        "'sloppy.reader_b' (tmd-sloppy); such files go to 'sloppy.reader_a'",
+        "'.xyz9' coordinates files are claimed by loader 'sloppy.reader_a' "
+        "(tmd-sloppy) and loader 'sloppy.reader_b' (tmd-sloppy); such files go to "
+        "'sloppy.reader_a'",
         "the JSON schema of all installed kinds cannot be built",
     ]
     missing = [e for e in expected if e not in err]

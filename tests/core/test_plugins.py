@@ -57,7 +57,8 @@ def installed_plugin(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     (src / "tmd_spring").mkdir()
     (src / "tmd_spring" / "__init__.py").write_text(PLUGIN)
-    (src / "pyproject.toml").write_text(textwrap.dedent('''
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
@@ -68,12 +69,25 @@ def installed_plugin(tmp_path_factory) -> Path:
 
         [project.entry-points.torchmd_core]
         spring = "tmd_spring"
-    '''))
+    """)
+    )
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(src)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
     )
     sys.path.insert(0, str(target))
     importlib.invalidate_caches()
@@ -98,21 +112,34 @@ def test_third_party_kind_is_usable_from_a_config(installed_plugin, tmp_path):
     from torchmd_core import Simulation
 
     top, crd = toys.write_toy_inputs(tmp_path)
-    with isolated_registry(distributions=["torchmd-core", "tmd-spring"], plugins=[toys]) as reg:
+    with isolated_registry(
+        distributions=["torchmd-core", "tmd-spring"], plugins=[toys]
+    ):
         cfg = parse_config(
-            {"system": {"topology": str(top), "coordinates": str(crd)},
-             "potentials": [{"kind": "toy.bonds"}, {"kind": "thirdparty.spring", "k": 2.0}],
-             "integrator": {"kind": "toy.verlet"}, "reporters": [{"kind": "toy.memory", "interval": 5}],
-             "steps": 10},
+            {
+                "system": {"topology": str(top), "coordinates": str(crd)},
+                "potentials": [
+                    {"kind": "toy.bonds"},
+                    {"kind": "thirdparty.spring", "k": 2.0},
+                ],
+                "integrator": {"kind": "toy.verlet"},
+                "reporters": [{"kind": "toy.memory", "interval": 5}],
+                "steps": 10,
+            },
         )
         sim = Simulation.from_config(cfg)
         start = sim.state.positions.clone()
         terms = sim.potential.energy_terms(sim.state)
-        assert float(terms["thirdparty.spring"][0]) == pytest.approx(2.0 * float(start.square().sum()), rel=1e-5)
+        assert float(terms["thirdparty.spring"][0]) == pytest.approx(
+            2.0 * float(start.square().sum()), rel=1e-5
+        )
         sim.run(10)
     assert sim.state.step == 10
     assert "thirdparty-spring 0.1" in sim.header  # its run_header hook fired
-    assert set(sim.reporters[0].frames[-1].energy_terms) == {"toy.bonds", "thirdparty.spring"}
+    assert set(sim.reporters[0].frames[-1].energy_terms) == {
+        "toy.bonds",
+        "thirdparty.spring",
+    }
 
 
 def test_disabling_a_distribution_by_environment(installed_plugin, monkeypatch):
@@ -124,18 +151,35 @@ def test_disabling_a_distribution_by_environment(installed_plugin, monkeypatch):
 def test_builtins_arrive_only_through_entry_points():
     from importlib import metadata
 
-    eps = [ep for ep in metadata.entry_points(group="torchmd_core") if ep.dist and ep.dist.name == "torchmd-core"]
-    assert {ep.name for ep in eps} >= {"amber", "nonbonded", "dynamics", "barostats", "reporters", "torchmdnet"}
+    eps = [
+        ep
+        for ep in metadata.entry_points(group="torchmd_core")
+        if ep.dist and ep.dist.name == "torchmd-core"
+    ]
+    assert {ep.name for ep in eps} >= {
+        "amber",
+        "nonbonded",
+        "dynamics",
+        "barostats",
+        "reporters",
+        "torchmdnet",
+    }
     assert all(ep.value.startswith("torchmd_plugins.") for ep in eps)
 
 
 def test_plugin_that_fails_to_import_is_reported_not_fatal(tmp_path, monkeypatch):
     dist = tmp_path / "broken_plugin-1.0.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[torchmd_core]\nbroken = no_such_module_xyz\n")
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[torchmd_core]\nbroken = no_such_module_xyz\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     reg = discover()
-    assert any("broken-plugin" in str(p) and "failed to import" in str(p) for p in reg.problems)
+    assert any(
+        "broken-plugin" in str(p) and "failed to import" in str(p) for p in reg.problems
+    )
     assert reg.plugins  # the built-ins still loaded

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.core.toys import HarmonicBonds, SoftPairs
 from torchmd_core import PotentialSum, State
 from torchmd_core.testing import TOLERANCES, check_potential, random_state, toy_system
-from tests.core.toys import HarmonicBonds, SoftPairs
 
 
 @pytest.fixture
@@ -14,7 +14,11 @@ def system():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("box", [None, 14.0, (13.0, 14.0, 15.0, 75.0, 85.0, 95.0)], ids=["vacuum", "cubic", "triclinic"])
+@pytest.mark.parametrize(
+    "box",
+    [None, 14.0, (13.0, 14.0, 15.0, 75.0, 85.0, 95.0)],
+    ids=["vacuum", "cubic", "triclinic"],
+)
 def test_toy_terms_pass_the_conformance_kit(system, dtype, box):
     state = random_state(system, 3, box=box, dtype=dtype)
     check_potential(HarmonicBonds(HarmonicBonds.Config(), system), state)
@@ -22,7 +26,10 @@ def test_toy_terms_pass_the_conformance_kit(system, dtype, box):
 
 
 def test_sum_of_potentials_is_a_potential(system):
-    a, b = HarmonicBonds(HarmonicBonds.Config(), system), SoftPairs(SoftPairs.Config(), system)
+    a, b = (
+        HarmonicBonds(HarmonicBonds.Config(), system),
+        SoftPairs(SoftPairs.Config(), system),
+    )
     total = a + b
     assert isinstance(total, PotentialSum) and total.cutoff == 4.0
     state = random_state(system, 2, box=14.0)
@@ -75,12 +82,17 @@ def test_autograd_forces_match_finite_differences_in_double(system):
     plus[0, 3, 1] += h
     minus = state.positions.clone()
     minus[0, 3, 1] -= h
-    fd = -(pot.energy(state.replace(positions=plus)) - pot.energy(state.replace(positions=minus))) / (2 * h)
+    fd = -(
+        pot.energy(state.replace(positions=plus))
+        - pot.energy(state.replace(positions=minus))
+    ) / (2 * h)
     torch.testing.assert_close(f[0, 3, 1], fd[0], rtol=1e-6, atol=1e-7)
 
 
 def test_float32_and_float64_agree(system):
-    pot = SoftPairs(SoftPairs.Config(), system) + HarmonicBonds(HarmonicBonds.Config(), system)
+    pot = SoftPairs(SoftPairs.Config(), system) + HarmonicBonds(
+        HarmonicBonds.Config(), system
+    )
     s64 = random_state(system, 2, box=14.0)
     e64 = pot.to(torch.float64).energy(s64)
     e32 = pot.to(torch.float32).energy(s64.to(dtype=torch.float32))

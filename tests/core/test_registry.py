@@ -5,6 +5,7 @@ from typing import Literal
 
 import pytest
 
+from tests.core import toys
 from torchmd_core import (
     Integrator,
     PluginConflictError,
@@ -15,7 +16,6 @@ from torchmd_core import (
     Registry,
     hookimpl,
 )
-from tests.core import toys
 
 
 def registry_with(*plugins: object) -> Registry:
@@ -50,10 +50,15 @@ def test_kind_claimed_twice_is_reported_with_both_distributions():
         def energy(self, state):  # pragma: no cover - never evaluated
             return state.positions.sum((1, 2))
 
-    second = types.SimpleNamespace(torchmd_core_register_potentials=hookimpl(lambda register: register(Other)))
+    second = types.SimpleNamespace(
+        torchmd_core_register_potentials=hookimpl(lambda register: register(Other))
+    )
     reg = registry_with(toys, second)
-    assert any(isinstance(p, PluginConflictError) and "dist-0" in str(p) and "dist-1" in str(p) for p in reg.problems)
-    with pytest.raises(PluginConflictError, match="dist-0.*dist-1"):
+    assert any(
+        isinstance(p, PluginConflictError) and "dist-0" in str(p) and "dist-1" in str(p)
+        for p in reg.problems
+    )
+    with pytest.raises(PluginConflictError, match=r"dist-0.*dist-1"):
         reg.get("potentials", "toy.bonds")
     # The other kinds of both plugins still work.
     assert reg.get("potentials", "toy.pairs") is toys.SoftPairs
@@ -65,14 +70,23 @@ def test_broken_registration_is_recorded_and_others_still_load():
 
     broken = types.SimpleNamespace(torchmd_core_register_potentials=hookimpl(boom))
     reg = registry_with(broken, toys)
-    assert any(isinstance(p, PluginLoadError) and "kaput" in str(p) and "dist-0" in str(p) for p in reg.problems)
+    assert any(
+        isinstance(p, PluginLoadError) and "kaput" in str(p) and "dist-0" in str(p)
+        for p in reg.problems
+    )
     assert "toy.bonds" in reg.kinds("potentials")
 
 
 def test_registering_a_non_subclass_is_a_clear_error():
-    bad = types.SimpleNamespace(torchmd_core_register_integrators=hookimpl(lambda register: register(toys.HarmonicBonds)))
+    bad = types.SimpleNamespace(
+        torchmd_core_register_integrators=hookimpl(
+            lambda register: register(toys.HarmonicBonds)
+        )
+    )
     reg = registry_with(bad)
-    assert any("does not subclass torchmd_core.Integrator" in str(p) for p in reg.problems)
+    assert any(
+        "does not subclass torchmd_core.Integrator" in str(p) for p in reg.problems
+    )
 
 
 def test_config_without_kind_default_is_rejected():
@@ -83,12 +97,16 @@ def test_config_without_kind_default_is_rejected():
         def step(self, state, potential):  # pragma: no cover
             return state
 
-    bad = types.SimpleNamespace(torchmd_core_register_integrators=hookimpl(lambda register: register(NoKind)))
+    bad = types.SimpleNamespace(
+        torchmd_core_register_integrators=hookimpl(lambda register: register(NoKind))
+    )
     reg = registry_with(bad)
     assert any("must give 'kind' a default" in str(p) for p in reg.problems)
 
 
 def test_unmarked_functions_are_not_hook_implementations():
-    plain = types.SimpleNamespace(torchmd_core_register_potentials=lambda register: register(toys.HarmonicBonds))
+    plain = types.SimpleNamespace(
+        torchmd_core_register_potentials=lambda register: register(toys.HarmonicBonds)
+    )
     reg = registry_with(plain)
     assert reg.kinds("potentials") == []

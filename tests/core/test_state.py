@@ -7,8 +7,11 @@ from torchmd_core import State
 
 
 def make(r: int = 2, n: int = 4) -> State:
-    return State(positions=torch.rand(r, n, 3, dtype=torch.float64), velocities=torch.zeros(r, n, 3, dtype=torch.float64),
-                 box=torch.eye(3, dtype=torch.float64).expand(r, 3, 3).clone() * 10)
+    return State(
+        positions=torch.rand(r, n, 3, dtype=torch.float64),
+        velocities=torch.zeros(r, n, 3, dtype=torch.float64),
+        box=torch.eye(3, dtype=torch.float64).expand(r, 3, 3).clone() * 10,
+    )
 
 
 def test_state_is_immutable():
@@ -40,8 +43,14 @@ def test_shapes_are_checked():
 
 
 def test_from_coordinates_repeats_one_frame_for_replicas():
-    s = State.from_coordinates(torch.rand(5, 3), torch.eye(3), n_replicas=3, dtype=torch.float32)
-    assert s.positions.shape == (3, 5, 3) and s.box.shape == (3, 3, 3) and s.dtype == torch.float32
+    s = State.from_coordinates(
+        torch.rand(5, 3), torch.eye(3), n_replicas=3, dtype=torch.float32
+    )
+    assert (
+        s.positions.shape == (3, 5, 3)
+        and s.box.shape == (3, 3, 3)
+        and s.dtype == torch.float32
+    )
     assert torch.equal(s.positions[0], s.positions[2])
 
 
@@ -61,6 +70,8 @@ def test_replace_keeps_autograd_graph():
 
 
 def test_volume_of_triclinic_box():
-    box = torch.tensor([[[10.0, 0, 0], [2.0, 9.0, 0], [1.0, 1.0, 8.0]]], dtype=torch.float64)
+    box = torch.tensor(
+        [[[10.0, 0, 0], [2.0, 9.0, 0], [1.0, 1.0, 8.0]]], dtype=torch.float64
+    )
     s = State(positions=torch.zeros(1, 2, 3, dtype=torch.float64), box=box)
     assert float(s.volume()[0]) == pytest.approx(720.0)

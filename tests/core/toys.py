@@ -75,8 +75,14 @@ class SoftPairs(Potential):
         if state.box is not None:
             d = minimum_image(d, state.box[rep])
         r = torch.linalg.vector_norm(d, dim=-1)
-        e = torch.where(r < self.cutoff, self.strength * (1 - r / self.cutoff).square(), torch.zeros_like(r))
-        return torch.zeros(state.n_replicas, dtype=e.dtype, device=e.device).index_add(0, rep, e)
+        e = torch.where(
+            r < self.cutoff,
+            self.strength * (1 - r / self.cutoff).square(),
+            torch.zeros_like(r),
+        )
+        return torch.zeros(state.n_replicas, dtype=e.dtype, device=e.device).index_add(
+            0, rep, e
+        )
 
 
 class ToyVerlet(Integrator):
@@ -109,8 +115,13 @@ class ToyVerlet(Integrator):
         new = state.replace(positions=x, velocities=v)
         e, f = potential.energy_and_forces(new)
         v = v + 0.5 * dt * f * self.inv_m[:, None] * units.KCAL_MOL_A_AMU_TO_A_PS2
-        return new.replace(velocities=v, forces=f, potential_energy=e, step=state.step + 1,
-                           time_ps=state.time_ps + dt)
+        return new.replace(
+            velocities=v,
+            forces=f,
+            potential_energy=e,
+            step=state.step + 1,
+            time_ps=state.time_ps + dt,
+        )
 
 
 class MemoryReporter(Reporter):
@@ -175,7 +186,9 @@ class ToyCoordinateLoader(CoordinateLoader):
         )
 
 
-def write_toy_inputs(folder: Path, n_atoms: int = 12, box: float | None = 14.0, seed: int = 0) -> tuple[Path, Path]:
+def write_toy_inputs(
+    folder: Path, n_atoms: int = 12, box: float | None = 14.0, seed: int = 0
+) -> tuple[Path, Path]:
     """Write a toy topology and coordinates (a zig-zag chain) into ``folder``."""
     import json
 
@@ -186,7 +199,14 @@ def write_toy_inputs(folder: Path, n_atoms: int = 12, box: float | None = 14.0, 
     top = folder / "toy.toytop"
     crd = folder / "toy.toycrd"
     top.write_text(json.dumps({"n_atoms": n_atoms, "seed": seed}))
-    crd.write_text(json.dumps({"positions": state.positions[0].tolist(), "box": None if box is None else [box] * 3}))
+    crd.write_text(
+        json.dumps(
+            {
+                "positions": state.positions[0].tolist(),
+                "box": None if box is None else [box] * 3,
+            }
+        )
+    )
     return top, crd
 
 
