@@ -125,9 +125,8 @@ def test_long_continued_runs_splice_segments_as_they_go(
 
 
 def test_two_reporters_writing_one_file_are_refused(tmp_path, toy_registry, capsys):
-    from torchmd_core.cli import main
-
     from tests.plugins.reporters.conftest import write_config
+    from torchmd_core.cli import main
 
     cfg = write_config(
         tmp_path,
