@@ -1,4 +1,6 @@
-"""Figures of the loaders + ``amber`` (+ ``nonbonded``) against OpenMM, per system and term.
+"""Figures of the loaders + ``amber`` (+ ``nonbonded``) against OpenMM.
+
+One line per system and term.
 
     python benchmarks/amber_parity.py
 
@@ -37,7 +39,11 @@ from torchmd_core import PotentialSum, State, default_registry  # noqa: E402
 def compare(
     name: str, system, potential, state, energies, forces, total_e, total_f
 ) -> float:
-    """Print one line per term and the total; the worst total |ΔE| relative to tolerance."""
+    """Print one line per term and the total.
+
+    Returns:
+        The worst total |ΔE| relative to the tolerance.
+    """
     with torch.no_grad():
         terms = {k: float(v[0]) for k, v in potential.energy_terms(state).items()}
         energy, f = potential.energy_and_forces(state)
@@ -59,7 +65,8 @@ def compare(
     df = np.abs(f[0].numpy() - total_f).max()
     rel32 = abs(e32 - float(energy[0])) / abs(float(energy[0]))
     print(
-        f"    {'total':22s} {total_e:16.6f}  |ΔE| {de:9.2e}  |ΔF| {df:9.2e}  f32 rel {rel32:8.1e}"
+        f"    {'total':22s} {total_e:16.6f}  |ΔE| {de:9.2e}  |ΔF| {df:9.2e}  "
+        f"f32 rel {rel32:8.1e}"
     )
     return de / max(1e-3, 1e-7 * abs(total_e))
 
@@ -71,8 +78,19 @@ def stored_references() -> float:
         system = load_system(meta["system"])
         energies = {t: float(arrays[f"energy_{t}"]) for t in meta["terms"]}
         forces = {t: arrays[f"forces_{t}"] for t in meta["terms"]}
-        worst = max(worst, compare(path.stem, system, potential_for(system, meta), reference_state(arrays),
-                                   energies, forces, float(arrays["energy_total"]), arrays["forces_total"]))  # fmt: skip
+        worst = max(
+            worst,
+            compare(
+                path.stem,
+                system,
+                potential_for(system, meta),
+                reference_state(arrays),
+                energies,
+                forces,
+                float(arrays["energy_total"]),
+                arrays["forces_total"],
+            ),
+        )
     return worst
 
 
@@ -152,9 +170,19 @@ def dhfr() -> float:
         energies = {t: float(data[f"energy_{t}"]) for t in meta["terms"]}
         forces = {t: data[f"forces_{t}"] for t in meta["terms"]}
         state = reference_state({"positions": data["positions"], "box": data["box"]})
-        worst = max(worst, compare(f"dhfr__{mode} (23,558 atoms; XML read in {load_s:.1f} s)", system,
-                                   potential_for(system, meta), state, energies, forces,
-                                   float(data["energy_total"]), data["forces_total"]))  # fmt: skip
+        worst = max(
+            worst,
+            compare(
+                f"dhfr__{mode} (23,558 atoms; XML read in {load_s:.1f} s)",
+                system,
+                potential_for(system, meta),
+                state,
+                energies,
+                forces,
+                float(data["energy_total"]),
+                data["forces_total"],
+            ),
+        )
     return worst
 
 
