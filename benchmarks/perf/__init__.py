@@ -1,0 +1,1 @@
+"""The benchmark suite behind ``benchmarks/bench.py`` (see the README beside it)."""
