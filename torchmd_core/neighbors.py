@@ -126,7 +126,9 @@ class NeighborList:
         self._ref_box = box  # type: ignore[assignment]
         self._radius = radius  # type: ignore[assignment]
 
-    def update(self, positions: Tensor, box: Tensor | None, pairs: bool = True) -> Neighbors:
+    def update(
+        self, positions: Tensor, box: Tensor | None, pairs: bool = True
+    ) -> Neighbors:
         """A list valid for ``positions`` (R, N, 3) and ``box`` (R, 3, 3) or None.
 
         With ``pairs=False`` (no potential reads the pairs this step) a due rebuild
@@ -182,7 +184,8 @@ class NeighborList:
         if pairs:
             built = build_pairs(pos, bx, radius, self.exclusions)
         else:
-            built = Neighbors(pos.new_zeros((2, 0), dtype=torch.int64), n_rep, n_atoms, radius)
+            empty = pos.new_zeros((2, 0), dtype=torch.int64)
+            built = Neighbors(empty, n_rep, n_atoms, radius)
         self._neighbors = Neighbors(
             built.pairs, n_rep, n_atoms, radius, ref, ref_box, complete=pairs
         )

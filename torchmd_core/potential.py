@@ -263,7 +263,9 @@ class PotentialSum(Potential):
         if self.neighbor_list is None:
             return state
         pairs = any(p.reads_pairs(state) for p in self.potentials)
-        nb = self.neighbor_list.update(state.positions, _detached(state.box), pairs=pairs)
+        nb = self.neighbor_list.update(
+            state.positions, _detached(state.box), pairs=pairs
+        )
         return state.replace(neighbors=nb)
 
     def place_sites(self, state: State) -> State:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -26,6 +27,13 @@ from torchmd_core import (
 )
 from torchmd_core.units import COULOMB_KCAL_MOL_A
 from torchmd_plugins.amber import cmap, kernels
+from torchmd_plugins.amber.native import (
+    NATIVE_TERMS,
+    NativeBonded,
+    coulomb14_products,
+    native_bonded_energies_and_forces,
+)
+from torchmd_plugins.nonbonded import native
 
 __all__ = ["TERM_NAMES", "AmberBonded", "TermParameters"]
 
@@ -115,6 +123,11 @@ class AmberBonded(Potential):
     ``impropers``, ``harmonic_impropers``, ``cmap``, ``pairs14``) and
     ``System.charges``.
 
+    Plain MD on the CPU computes bonds, Urey-Bradley, angles, torsions, periodic
+    impropers and 1-4 pairs in a native kernel with analytic forces
+    (``implementation``; :mod:`~torchmd_plugins.amber.native`); anything needing
+    gradients uses the PyTorch kernels.
+
     References: Cornell et al., J. Am. Chem. Soc. 117, 5179 (1995); MacKerell et al.,
     J. Phys. Chem. B 102, 3586 (1998).
     """
@@ -127,6 +140,9 @@ class AmberBonded(Potential):
             description="Energy terms to evaluate (default: every bonded term the "
             "topology defines): bonds, angles, urey_bradley, torsions, impropers, "
             "harmonic_impropers, cmap, lj14, coulomb14. Energies in kcal/mol.",
+        )
+        implementation: native.Implementation = Field(
+            "auto", description=native.IMPLEMENTATION_DESCRIPTION
         )
 
     def __init__(
@@ -162,6 +178,9 @@ class AmberBonded(Potential):
                 self.tables[table_name] = TermParameters(system.terms[table_name])
         if "pairs14" in self.tables:
             self.register_buffer("charges", system.charges.clone())
+        self.implementation = config.implementation
+        native.check_implementation(self.implementation)
+        self._native_cache: tuple[tuple[object, ...], NativeBonded] | None = None
 
     @property
     def term_names(self) -> tuple[str, ...]:
@@ -195,6 +214,78 @@ class AmberBonded(Potential):
         if "pairs14" in self.tables:
             out.update(self._pairs14(pos, box))
         return {name: out[name] for name in self._selected}
+
+    def energy_and_forces(self, state: State) -> tuple[Tensor, Tensor]:
+        """Native analytic forces for plain MD on the CPU, else autograd."""
+        tensors = [*self.parameters(), *self.buffers()]
+        if not native.use_native(
+            self.implementation, state.positions, state.box, tensors
+        ):
+            return super().energy_and_forces(state)
+        energy, forces = native_bonded_energies_and_forces(
+            state.positions, state.box, self._native_inputs()
+        )
+        energy = energy.to(state.dtype)
+        rest = [t for t in self._selected if t not in NATIVE_TERMS]
+        if rest:  # harmonic impropers, CMAP: autograd, without a graph kept
+            with torch.enable_grad():
+                pos = state.positions.detach().requires_grad_(True)
+                e = sum(self._bonded_term(t, pos, state.box) for t in rest)
+                assert isinstance(e, Tensor)
+                (grad,) = torch.autograd.grad(e.sum(), pos)
+            energy = energy + e.detach()
+            forces = forces - grad
+        return energy, forces
+
+    def _native_inputs(self) -> NativeBonded:
+        """Kernel inputs from the current parameter tables, cached until one changes."""
+        tensors = [*self.parameters(), *self.buffers()]
+        key = tuple((t, t._version) for t in tensors)
+        cached = self._native_cache
+        if (
+            cached is not None
+            and len(cached[0]) == len(key)
+            and all(
+                a[0] is b[0] and a[1] == b[1]  # type: ignore[index]
+                for a, b in zip(cached[0], key, strict=True)
+            )
+        ):
+            return cached[1]
+        with torch.no_grad():
+            prepared = self._gather_native()
+        self._native_cache = (key, prepared)
+        return prepared
+
+    def _gather_native(self) -> NativeBonded:
+        selected = self._selected
+        harmonic = [
+            (t.atoms, t.gathered("k"), t.gathered("r0"))
+            for t in (
+                self._table(n) for n in ("bonds", "urey_bradley") if n in selected
+            )
+        ]
+        angles = None
+        if "angles" in selected:
+            t = self._table("angles")
+            angles = (t.atoms, t.gathered("k"), t.gathered("theta0"))
+        torsions = [
+            (t.atoms, t.gathered("k"), t.gathered("phase"), t.gathered("periodicity"))
+            for t in (
+                self._table(n) for n in ("torsions", "impropers") if n in selected
+            )
+        ]
+        pairs14 = None
+        if "pairs14" in self.tables:
+            t = self._table("pairs14")
+            sigma, epsilon = t.gathered("sigma"), t.gathered("epsilon")
+            s6 = sigma.to(torch.float64) ** 6
+            lj = 4.0 * epsilon.to(torch.float64) * ("lj14" in selected)
+            q = self.charges
+            assert isinstance(q, Tensor)
+            qq = coulomb14_products(t.gathered("charge_scale"), q, t.atoms)
+            qq = qq.to(torch.float64) * ("coulomb14" in selected)
+            pairs14 = (t.atoms, qq, lj * s6, lj * s6 * s6)
+        return NativeBonded.gather(harmonic, angles, torsions, pairs14)
 
     # -- the terms ---------------------------------------------------------------------
     def _table(self, name: str) -> TermParameters:

@@ -10,7 +10,9 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from torchmd_core import Potential, PotentialConfig, State, System
-from torchmd_plugins.nonbonded import kernels
+from torchmd_core.units import COULOMB_KCAL_MOL_A
+from torchmd_plugins.nonbonded import kernels, native
+from torchmd_plugins.nonbonded.cluster import ClusterList, cluster_energies_and_forces
 from torchmd_plugins.nonbonded.kernels import PairSettings
 
 __all__ = ["Nonbonded"]
@@ -48,6 +50,11 @@ class Nonbonded(Potential):
     Terms: ``lj``, ``coulomb`` (unless ``electrostatics: none``) and
     ``dispersion_correction`` (when configured: a cutoff and ``dispersion_correction:
     true``; zero for states without a box, as OpenMM's ``CutoffNonPeriodic``).
+
+    Plain MD on the CPU runs a native cluster-pair kernel (``implementation``; see
+    :mod:`~torchmd_plugins.nonbonded.native` and
+    :mod:`~torchmd_plugins.nonbonded.cluster`) with its own list of atom clusters; anything needing gradients runs the PyTorch
+    kernels. Both give the same energies and forces to rounding.
 
     References: Tironi et al., J. Chem. Phys. 102, 5451 (1995) (reaction field); Shirts
     et al., J. Phys. Chem. B 111, 13052 (2007) (dispersion correction); OpenMM user
@@ -97,6 +104,10 @@ class Nonbonded(Potential):
             "plugin that owns electrostatics).",
         )
 
+        implementation: native.Implementation = Field(
+            "auto", description=native.IMPLEMENTATION_DESCRIPTION
+        )
+
         @field_validator("switch_distance")
         @classmethod
         def _switch_below_cutoff(
@@ -143,6 +154,10 @@ class Nonbonded(Potential):
         if self.cutoff is not None and config.dispersion_correction:
             names.append("dispersion_correction")
         self._term_names = tuple(names)
+        self.implementation = config.implementation
+        native.check_implementation(self.implementation)
+        self._cluster: ClusterList | None = None
+        self._native_cache: tuple[tuple[object, ...], dict[str, object]] | None = None
 
     def _register_parameters(self, system: System) -> None:
         n = system.n_atoms
@@ -228,7 +243,13 @@ class Nonbonded(Potential):
         return _summed(self.energy_terms(state))
 
     def energy_terms(self, state: State) -> dict[str, Tensor]:
+        if self._use_native(state):
+            return self._evaluate_native(state, with_forces=False)[0]
         return self._evaluate(state, with_forces=False)[0]
+
+    def reads_pairs(self, state: State) -> bool:
+        """False when the native kernel (own cluster list) evaluates ``state``."""
+        return self.cutoff is not None and not self._use_native(state)
 
     def energy_and_forces(self, state: State) -> tuple[Tensor, Tensor]:
         """Analytic forces (about 2.5× faster than autograd) unless a graph is needed.
@@ -236,6 +257,10 @@ class Nonbonded(Potential):
         With grad mode on and positions, box or a parameter requiring grad, autograd
         through :meth:`energy` keeps the graph (training through forces).
         """
+        if self._use_native(state):
+            terms, forces = self._evaluate_native(state, with_forces=True)
+            assert forces is not None
+            return _summed(terms), forces
         if torch.is_grad_enabled() and self._needs_graph(state):
             return super().energy_and_forces(state)
         with torch.no_grad():
@@ -275,6 +300,100 @@ class Nonbonded(Potential):
         if "dispersion_correction" in self._term_names:
             terms["dispersion_correction"] = self._dispersion(state, c12, c6)
         return terms, forces
+
+    # -- the native path ---------------------------------------------------------------
+    def _use_native(self, state: State) -> bool:
+        return native.use_native(
+            self.implementation,
+            state.positions,
+            state.box,
+            [*self.parameters(), *self.buffers()],
+        )
+
+    def _evaluate_native(
+        self, state: State, with_forces: bool
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
+        """:meth:`_evaluate` by the native cluster-pair kernel (no autograd graph)."""
+        prepared = self._native_inputs(state.dtype)
+        if self._cluster is None:
+            self._cluster = ClusterList(
+                self.cutoff, self.exclusions, int(self.charges.shape[0])
+            )
+        box = state.box if self.cutoff is not None else None
+        lj, coul, forces = cluster_energies_and_forces(
+            state.positions,
+            box,
+            self._cluster.update(state),
+            prepared["charges"],  # type: ignore[arg-type]
+            prepared["types"],  # type: ignore[arg-type]
+            prepared["c12"],  # type: ignore[arg-type]
+            prepared["c6"],  # type: ignore[arg-type]
+            self.cutoff,
+            self.settings.switch_distance,
+            prepared["rf"],  # type: ignore[arg-type]
+            COULOMB_KCAL_MOL_A,
+            with_forces,
+        )
+        dtype = state.dtype
+        terms = {"lj": lj.to(dtype)}
+        if self.settings.electrostatics:
+            terms["coulomb"] = coul.to(dtype)
+        if "dispersion_correction" in self._term_names:
+            if state.box is None:
+                terms["dispersion_correction"] = state.positions.new_zeros(
+                    state.n_replicas
+                )
+            else:
+                k = prepared["dispersion"]
+                assert isinstance(k, Tensor)
+                volume = torch.linalg.det(state.box.detach()).abs()
+                terms["dispersion_correction"] = (k / volume).to(dtype)
+        return terms, forces
+
+    def _native_inputs(self, dtype: torch.dtype) -> dict[str, object]:
+        """Kernel inputs from the current parameters, cached until one changes."""
+        sources = (
+            self.charges,
+            self.lj_types,
+            self.sigma,
+            self.epsilon,
+            self.pair_mask,
+            self.pair_c12,
+            self.pair_c6,
+        )
+        key = (dtype, *((t, t._version) for t in sources))
+        cached = self._native_cache
+        if cached is not None and _same_key(cached[0], key):
+            return cached[1]
+        with torch.no_grad():
+            c12, c6 = self.lj_tables()
+            charges = self.charges if self.settings.electrostatics else None
+            prepared: dict[str, object] = {
+                "charges": (
+                    torch.zeros_like(self.charges) if charges is None else charges
+                )
+                .to("cpu", dtype)
+                .contiguous(),
+                "types": self.lj_types.to("cpu", torch.int32).contiguous(),
+                "c12": c12.to("cpu", dtype).contiguous(),
+                "c6": c6.to("cpu", dtype).contiguous(),
+                "rf": (0.0, 0.0)
+                if self.cutoff is None
+                else kernels.reaction_field_constants(
+                    self.cutoff, self.settings.reaction_field_dielectric
+                ),
+            }
+            if "dispersion_correction" in self._term_names:
+                assert self.cutoff is not None
+                prepared["dispersion"] = kernels.dispersion_coefficient(
+                    c12,
+                    c6,
+                    self.type_counts,
+                    self.cutoff,
+                    self.settings.switch_distance,
+                ).to(torch.float64)
+        self._native_cache = (key, prepared)
+        return prepared
 
     def _dispersion(self, state: State, c12: Tensor, c6: Tensor) -> Tensor:
         if state.box is None:
@@ -351,6 +470,17 @@ class Nonbonded(Potential):
         if with_forces:
             return kernels.all_pairs_block_forces(*args)
         return (*kernels.all_pairs_block_energies(*args), None)
+
+
+def _same_key(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    """Keys of (dtype, (tensor, version), ...): same dtype, same tensors, unchanged."""
+    if a[0] != b[0] or len(a) != len(b):
+        return False
+    for x, y in zip(a[1:], b[1:], strict=True):
+        assert isinstance(x, tuple) and isinstance(y, tuple)
+        if x[0] is not y[0] or x[1] != y[1]:
+            return False
+    return True
 
 
 def _summed(terms: dict[str, Tensor]) -> Tensor:
