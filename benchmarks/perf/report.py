@@ -123,7 +123,7 @@ def _summary(rows: list[dict[str, Any]]) -> str:
     for device in devices:
         head = [f"system ({device.upper()})", "atoms", "dt fs", f"{OURS} steps/s"]
         head += [f"{NAMES[p]} steps/s" for p in PEERS] + [
-            f"÷ {NAMES[p]}" for p in PEERS
+            f"{OURS} vs {NAMES[p]}" for p in PEERS
         ]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for case in CASES:
@@ -280,7 +280,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.8))
     colours = {"torchmd-core": "C0", "openmm": "C1", "torchmd": "C2"}
     markers = {"ala2_solvated": "^", "dhfr_1fs": "s"}
-    for (engine, device), points in sorted(series.items()):
+    order = list(colours)  # torchmd-core first, then the peers; CPU before CUDA
+    for (engine, device), points in sorted(
+        series.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1] != "cpu")
+    ):
         colour, line = colours[engine], "o-" if device == "cpu" else "o--"
         water = sorted((n, s) for n, s, c in points if c.startswith("water_"))
         name = f"{NAMES[engine]} {device.upper()}"
