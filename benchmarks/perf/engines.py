@@ -131,7 +131,7 @@ def setup_openmm(case: Case, prepared: Prepared, device: str, threads: int) -> R
         for context in contexts:
             context.getState(getEnergy=True)
 
-    dof = 3 * system.getNumParticles() - system.getNumConstraints()
+    dof = int(3 * system.getNumParticles() - system.getNumConstraints())
 
     def temperature_K() -> float:
         kinetic = [c.getState(getEnergy=True).getKineticEnergy() for c in contexts]
