@@ -627,6 +627,12 @@ def versions() -> list[str]:
             text=True,
             check=True,
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        if changed:
+            commit += f" + uncommitted changes in {len(changed)} tracked files"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
     return [
