@@ -1,6 +1,10 @@
 """The documentation: every ```python block of docs/pages runs, every shell block marked
 ``<!-- test -->`` runs, the site builds with ``mkdocs build --strict``, and the generated
-configuration reference covers every built-in kind."""
+configuration reference covers every built-in kind.
+
+Blocks run from a scratch stand-in for the repository root (tests/workspace.py): paths
+such as ``examples/quickstart/ala2.yaml`` work as in a checkout, the example configs
+are shortened to a few steps, and outputs land in a temporary folder."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.workspace import make_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -58,7 +64,7 @@ def test_every_block_names_a_known_language():
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=[p.stem for p in PYTHON_PAGES])
 def test_python_blocks_run(page, tmp_path, monkeypatch):
     """A page's python blocks run in order in one namespace, like a reader's session."""
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(make_workspace(tmp_path / "repo"))
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for language, line, code, _ in code_blocks(page):
         if language == "python":
@@ -66,11 +72,11 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS)
-def test_marked_shell_blocks_run(block):
+def test_marked_shell_blocks_run(block, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TORCHMD_CORE_DISABLE_PLUGINS"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(["bash", "-e", "-c", block[2]], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(["bash", "-e", "-c", block[2]], cwd=make_workspace(tmp_path / "repo"),
+                          env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{block[2]}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
 
 
