@@ -23,7 +23,7 @@ except metadata.PackageNotFoundError:
 @pytest.fixture
 def registry() -> Iterator[Registry]:
     """torchmd-core's built-ins, this plugin (through its entry point) and the toy
-    loaders and integrator of toy_components.py; no other installed plugin."""
+    loaders of toy_components.py; no other installed plugin."""
     import toy_components
 
     with isolated_registry(

@@ -41,7 +41,7 @@ def write_config(folder, *potentials: str) -> object:
                 f"system: {{topology: {top.name}, coordinates: {crd.name}}}",
                 "potentials:",
                 *(f"  - {p}" for p in potentials),
-                "integrator: {kind: test.verlet, timestep_fs: 1.0}",
+                "integrator: {kind: verlet, timestep_fs: 1.0}",  # the built-in
                 "initial_temperature_K: 300",
                 "precision: float64",
                 "steps: 20",

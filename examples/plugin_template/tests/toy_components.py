@@ -1,4 +1,5 @@
-"""Tiny loaders and an integrator, so tests run a whole config without real input files.
+"""Tiny loaders, so tests run a whole config without shipping molecular input files
+(dynamics come from torchmd-core's built-in ``verlet``).
 
 They are registered as a plain plugin object in the ``registry`` fixture
 (``isolated_registry(plugins=[toy_components])``), not through an entry point.
@@ -12,19 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
 from torchmd_core import (
     CoordinateLoader,
     Coordinates,
-    Integrator,
-    IntegratorConfig,
     LoaderConfig,
-    Potential,
-    State,
     System,
     TopologyLoader,
     hookimpl,
-    units,
 )
 from torchmd_core.geometry import box_from_lengths_angles
 from torchmd_core.testing import random_state, toy_system
@@ -59,32 +54,6 @@ class ToyCoordinates(CoordinateLoader):
         )
 
 
-class ToyVerlet(Integrator):
-    """Velocity Verlet, enough to run a few steps."""
-
-    class Config(IntegratorConfig):
-        kind: Literal["test.verlet"] = "test.verlet"
-        timestep_fs: float = Field(1.0, gt=0, description="Timestep, fs.")
-
-    def step(self, state: State, potential: Potential) -> State:
-        dt = self.timestep_ps
-        inv_m = (units.KCAL_MOL_A_AMU_TO_A_PS2 / self.system.masses).to(
-            state.positions
-        )[:, None]
-        assert state.velocities is not None
-        forces = state.forces if state.forces is not None else potential.forces(state)
-        v = state.velocities + 0.5 * dt * forces * inv_m
-        moved = state.replace(positions=state.positions + dt * v)
-        energy, forces = potential.energy_and_forces(moved)
-        return moved.replace(
-            velocities=v + 0.5 * dt * forces * inv_m,
-            forces=forces,
-            potential_energy=energy,
-            step=state.step + 1,
-            time_ps=state.time_ps + dt,
-        )
-
-
 def write_inputs(
     folder: Path, n_atoms: int = 12, box: float | None = None
 ) -> tuple[Path, Path]:
@@ -106,8 +75,3 @@ def write_inputs(
 def torchmd_core_register_loaders(register: Callable[[type], None]) -> None:
     register(ToyTopology)
     register(ToyCoordinates)
-
-
-@hookimpl
-def torchmd_core_register_integrators(register: Callable[[type], None]) -> None:
-    register(ToyVerlet)
