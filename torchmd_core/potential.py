@@ -262,7 +262,7 @@ class PotentialSum(Potential):
         """``state`` with the shared neighbour list attached (rebuilt if needed)."""
         if self.neighbor_list is None:
             return state
-        pairs = any(p.reads_pairs(state) for p in self.potentials)
+        pairs = any(p.reads_pairs(state) for p in self._terms)
         nb = self.neighbor_list.update(
             state.positions, _detached(state.box), pairs=pairs
         )
