@@ -6,7 +6,8 @@ Each structure gets a folder ``<cache>/<structure>/`` holding what every engine 
   with the settings of :data:`perf.cases.SETTINGS` applied (no CMMotionRemover);
 - ``coordinates.npz``: ``positions`` (N, 3) Å and, when periodic, ``box`` (3, 3) Å;
 - ``engine.json``: the files this engine's config reads (topology, coordinates, ...);
-- ``structure.prmtop``: AMBER parameters for TorchMD, made on request (parmed);
+- ``structure.prmtop``: AMBER parameters for TorchMD, made on request (parmed, see
+  :func:`prmtop_for`);
 - ``meta.json``: atom count and how it was made.
 
 Sources: the solvated dipeptide's own prmtop/coor/xsc; the vacuum dipeptide is its
@@ -33,7 +34,7 @@ from perf.cases import SETTINGS
 __all__ = ["Prepared", "prepare", "prmtop_for"]
 
 #: Bump when a recipe changes: cached folders of another recipe are rebuilt.
-RECIPE = 1
+RECIPE = 2
 FORCE_FIELD = ("amber99sb.xml", "tip3p.xml")
 #: Water boxes of at least this many atoms are 2 × 2 × 2 copies of a box of an eighth
 #: the size: Modeller and the minimiser take minutes at 100k atoms, and copies of a
@@ -97,14 +98,29 @@ def prepare(structure: str, data: Path, cache: Path) -> Prepared:
 
 
 def prmtop_for(prepared: Prepared) -> Path:
-    """An AMBER prmtop of the structure (for TorchMD), written once from its XML."""
+    """An AMBER prmtop of the structure (for TorchMD), written once from its XML.
+
+    parmed names atom types after their LJ parameters, which merges AMBER types that
+    share them, and TorchMD's parmed-based force field then refuses the unequal bond
+    types (DHFR). Each atom is typed by its OpenMM residue template and atom name
+    instead (371 types for DHFR); DHFR's bond, angle and torsion energies from TorchMD
+    equal OpenMM's with these types.
+    """
     if not prepared.prmtop.exists():
         import openmm as mm
+        import openmm.app as app
         import parmed
 
         system = mm.XmlSerializer.deserialize(prepared.system_xml("none").read_text())
         pdb = _openmm_pdb(prepared.folder / "structure.pdb")
+        templates = app.ForceField(*FORCE_FIELD).getMatchingTemplates(pdb.topology)
         structure = parmed.openmm.load_topology(pdb.topology, system, xyz=pdb.positions)
+        codes: dict[tuple[str, str], str] = {}
+        for residue, template in zip(structure.residues, templates, strict=True):
+            for atom in residue.atoms:
+                key = (template.name, atom.name)
+                code = codes.setdefault(key, np.base_repr(len(codes), 36).rjust(3, "0"))
+                atom.type = atom.atom_type.name = code  # prmtop types: 4 characters
         tmp = prepared.prmtop.with_suffix(".tmp")
         parmed.amber.AmberParm.from_structure(structure).write_parm(str(tmp))
         tmp.replace(prepared.prmtop)
