@@ -156,12 +156,15 @@ class NeighborList:
         ):
             return True
         moved = positions.detach() - ref
-        if box is not None:
-            # Wrapping an atom back into the box is a jump of a lattice vector, not a
-            # move.
-            moved = minimum_image(moved, box.detach()[:, None])
         limit = 0.5 * (self._radius - self.cutoff)
-        return bool((moved.square().sum(-1) > limit * limit).any())
+        limit2 = limit * limit
+        far = bool((moved.square().sum(-1) > limit2).any())
+        if far and box is not None:
+            # Wrapping an atom back into the box is a jump of a lattice vector, not a
+            # move. (The minimum image is never longer: only needed when far.)
+            moved = minimum_image(moved, box.detach()[:, None])
+            far = bool((moved.square().sum(-1) > limit2).any())
+        return far
 
     def _build(self, positions: Tensor, box: Tensor | None, pairs: bool = True) -> None:
         pos = positions.detach()

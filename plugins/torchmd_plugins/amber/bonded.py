@@ -181,6 +181,7 @@ class AmberBonded(Potential):
         self.implementation = config.implementation
         native.check_implementation(self.implementation)
         self._native_cache: tuple[tuple[object, ...], NativeBonded] | None = None
+        self._modules_seen: tuple[nn.Module, ...] | None = None
 
     @property
     def term_names(self) -> tuple[str, ...]:
@@ -217,9 +218,10 @@ class AmberBonded(Potential):
 
     def energy_and_forces(self, state: State) -> tuple[Tensor, Tensor]:
         """Native analytic forces for plain MD on the CPU, else autograd."""
-        tensors = [*self.parameters(), *self.buffers()]
+        if self._modules_seen is None:
+            self._modules_seen = tuple(self.modules())
         if not native.use_native(
-            self.implementation, state.positions, state.box, tensors
+            self.implementation, state.positions, state.box, self._modules_seen
         ):
             return super().energy_and_forces(state)
         energy, forces = native_bonded_energies_and_forces(
@@ -239,8 +241,13 @@ class AmberBonded(Potential):
 
     def _native_inputs(self) -> NativeBonded:
         """Kernel inputs from the current parameter tables, cached until one changes."""
-        tensors = [*self.parameters(), *self.buffers()]
-        key = tuple((t, t._version) for t in tensors)
+        assert self._modules_seen is not None
+        key = tuple(
+            (t, t._version)
+            for m in self._modules_seen
+            for t in (*m._parameters.values(), *m._buffers.values())
+            if t is not None
+        )
         cached = self._native_cache
         if (
             cached is not None

@@ -105,8 +105,9 @@ class LangevinBAOAB(MolecularDynamics):
         x_mid = x0 + half * v
         v = self._thermostat(v)
         x = x_mid + half * v
-        dx = self.position_correction(x, x0, box)
-        x, v = x + dx, v + dx / dt  # as OpenMM: the correction spread over the step
+        if self.solver is not None:  # (nothing to correct without constraints)
+            dx = self.position_correction(x, x0, box)
+            x, v = x + dx, v + dx / dt  # as OpenMM: the correction spread over the step
         x = self.place_sites(x, box)  # virtual sites follow their parents
         new = state.replace(positions=x)
         energy, forces = potential.energy_and_forces(new)

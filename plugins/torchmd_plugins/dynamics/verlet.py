@@ -35,8 +35,9 @@ class VelocityVerlet(MolecularDynamics):
         x0, box = state.positions, state.box
         v = self.velocities(state) + (0.5 * dt) * self.acceleration(self.forces(state))
         x = x0 + dt * v
-        dx = self.position_correction(x, x0, box)
-        x, v = x + dx, v + dx / dt
+        if self.solver is not None:  # (nothing to correct without constraints)
+            dx = self.position_correction(x, x0, box)
+            x, v = x + dx, v + dx / dt
         x = self.place_sites(x, box)  # virtual sites follow their parents
         new = state.replace(positions=x)
         energy, forces = potential.energy_and_forces(new)

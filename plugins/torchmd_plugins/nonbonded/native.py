@@ -13,7 +13,6 @@ environment, the pure-torch kernels run, with the same results to rounding.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
@@ -24,7 +23,7 @@ from types import ModuleType
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from torchmd_core import ConfigError
 
@@ -51,7 +50,7 @@ IMPLEMENTATION_DESCRIPTION = (
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = ("cluster_nonbonded.cpp", "bonded.cpp")
-_NAME = "torchmd_core_native_v1"
+_NAME = "torchmd_core_native"
 _module: ModuleType | None = None
 _error: str | None = None
 _tried = False
@@ -98,17 +97,18 @@ def _march_native_ok() -> bool:
 def _build(arch_flags: list[str], suffix: str = "") -> ModuleType:
     from torch.utils import cpp_extension
 
-    name = _NAME + suffix
-    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", *arch_flags]
+    # One build folder per source contents, flags and location: an upgrade or a second
+    # installation (other paths) never rebuilds over a folder another process loads.
     digest = hashlib.sha256(
         b"".join(p.read_bytes() for p in sorted(_CSRC.iterdir()) if p.is_file())
-        + " ".join(arch_flags).encode()
-    ).hexdigest()
-    marker = build_dir / "torchmd_core_sources.sha256"
-    built = marker.is_file() and marker.read_text() == digest
-    if not built:
+        + " ".join(flags).encode()
+        + str(_CSRC.resolve()).encode()
+    ).hexdigest()[:16]
+    name = f"{_NAME}{suffix}_{digest}"
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    if not any(build_dir.glob(f"{name}*.so")):
         print("compiling native kernels (once, ~1 min)", file=sys.stderr, flush=True)
-    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", *arch_flags]
     module = cpp_extension.load(
         name=name,
         sources=[str(_CSRC / s) for s in _SOURCES],
@@ -118,9 +118,6 @@ def _build(arch_flags: list[str], suffix: str = "") -> ModuleType:
         verbose=False,
     )
     assert isinstance(module, ModuleType)
-    if not built:
-        with contextlib.suppress(OSError):  # a read-only cache only costs the message
-            marker.write_text(digest)
     return module
 
 
@@ -153,12 +150,13 @@ def use_native(
     implementation: str,
     positions: Tensor,
     box: Tensor | None,
-    tensors: Iterable[Tensor],
+    modules: Iterable[nn.Module],
 ) -> bool:
     """Whether a potential evaluates ``positions`` with the native kernels.
 
     True for CPU float32/float64 positions when no autograd graph is needed (grad mode
-    off, or nothing among positions, box and ``tensors`` requires grad, and no
+    off, or nothing among positions, box and the parameters and buffers of ``modules``
+    (the potential's, ``tuple(potential.modules())``) requires grad, and no
     torch.func transform or torch.compile trace is active), the box (if
     any) is in reduced form (a along x, b in the xy plane), and the implementation is
     'native', or 'auto' with the kernels available.
@@ -172,7 +170,7 @@ def use_native(
     if torch.is_grad_enabled() and (
         positions.requires_grad
         or (box is not None and box.requires_grad)
-        or any(t.requires_grad for t in tensors)
+        or _requires_grad(modules)
     ):
         return False
     if box is not None and not _reduced(box):
@@ -193,9 +191,27 @@ def _transformed() -> bool:
     return bool(torch.compiler.is_compiling())
 
 
+def _requires_grad(modules: Iterable[nn.Module]) -> bool:
+    for m in modules:  # the modules' own dicts: cheaper than parameters()/buffers()
+        for t in (*m._parameters.values(), *m._buffers.values()):
+            if t is not None and t.requires_grad:
+                return True
+    return False
+
+
+_last_box: tuple[Tensor, int, bool] | None = None
+
+
 def _reduced(box: Tensor) -> bool:
+    """Whether ``box`` (R, 3, 3) is in reduced form; remembered for the last box."""
+    global _last_box
+    last = _last_box
+    if last is not None and last[0] is box and last[1] == box._version:
+        return last[2]
     b = box.detach()
-    return bool((b[:, 0, 1:] == 0).all()) and bool((b[:, 1, 2] == 0).all())
+    reduced = bool((b[:, 0, 1:] == 0).all()) and bool((b[:, 1, 2] == 0).all())
+    _last_box = (box, box._version, reduced)
+    return reduced
 
 
 def _warn_once() -> None:

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field, ValidationInfo, field_validator
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from torchmd_core import Potential, PotentialConfig, State, System
@@ -157,6 +157,8 @@ class Nonbonded(Potential):
         self.implementation = config.implementation
         native.check_implementation(self.implementation)
         self._cluster: ClusterList | None = None
+        self._modules_seen: tuple[nn.Module, ...] | None = None
+        self._volume: tuple[Tensor, int, Tensor] | None = None  # box, version, volume
         self._native_cache: tuple[tuple[object, ...], dict[str, object]] | None = None
 
     def _register_parameters(self, system: System) -> None:
@@ -303,11 +305,10 @@ class Nonbonded(Potential):
 
     # -- the native path ---------------------------------------------------------------
     def _use_native(self, state: State) -> bool:
+        if self._modules_seen is None:
+            self._modules_seen = tuple(self.modules())
         return native.use_native(
-            self.implementation,
-            state.positions,
-            state.box,
-            [*self.parameters(), *self.buffers()],
+            self.implementation, state.positions, state.box, self._modules_seen
         )
 
     def _evaluate_native(
@@ -346,9 +347,19 @@ class Nonbonded(Potential):
             else:
                 k = prepared["dispersion"]
                 assert isinstance(k, Tensor)
-                volume = torch.linalg.det(state.box.detach()).abs()
-                terms["dispersion_correction"] = (k / volume).to(dtype)
+                terms["dispersion_correction"] = (k / self._box_volume(state.box)).to(
+                    dtype
+                )
         return terms, forces
+
+    def _box_volume(self, box: Tensor) -> Tensor:
+        """(R,) |det box|, remembered while the box tensor stays the same."""
+        cached = self._volume
+        if cached is not None and cached[0] is box and cached[1] == box._version:
+            return cached[2]
+        volume = torch.linalg.det(box.detach().to(torch.float64)).abs()
+        self._volume = (box, box._version, volume)
+        return volume
 
     def _native_inputs(self, dtype: torch.dtype) -> dict[str, object]:
         """Kernel inputs from the current parameters, cached until one changes."""

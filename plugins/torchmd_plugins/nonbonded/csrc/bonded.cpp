@@ -146,9 +146,9 @@ std::vector<torch::Tensor> bonded_forces(torch::Tensor positions, torch::Tensor 
   const double* X = x.data_ptr<double>();
   double* F = f.data_ptr<double>();
   double* E = energy.data_ptr<double>();
-  // Replicas in parallel only when there is enough work (~0.2 ms) to pay for fork/join.
+  // Replicas in parallel only when there is enough work (~0.05 ms) to pay for fork/join.
   const int64_t work = R * (bond_idx.size(0) + angle_idx.size(0) + 2 * torsion_idx.size(0) + pair_idx.size(0));
-  tmd::dynamic_for(R, 1, work > 20000 ? 2 : R + 1, [&](int, int64_t r0, int64_t r1) {
+  tmd::dynamic_for(R, 1, work > 4000 ? 2 : R + 1, [&](int, int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       Frame fr{X + r * N * 3, periodic ? bx.data_ptr<double>() + r * 9 : nullptr, F + r * N * 3};
       double e = 0;
