@@ -71,6 +71,50 @@ def test_python_blocks_run(page, tmp_path, monkeypatch):
             exec(compile(code, f"{page.name}:{line}", "exec"), namespace)
 
 
+YAML_BLOCKS = [
+    pytest.param(block, id=f"{page.stem}:{block[1]}")
+    for page in PAGES
+    for block in code_blocks(page)
+    if block[0] == "yaml"
+]
+
+
+@pytest.mark.parametrize("block", YAML_BLOCKS)
+def test_yaml_blocks_are_valid_config(block):
+    """Each ```yaml block is a config or a part of one: known top-level keys, sections
+    that validate, and components of installed kinds that validate (a page's own
+    example kinds, such as ``mylab.*``, are only checked for a kind)."""
+    import yaml
+
+    from torchmd_core import default_registry
+    from torchmd_core.config import (
+        DistributedConfig,
+        ExchangeConfig,
+        MinimizeConfig,
+        SimulationConfig,
+        SystemConfig,
+    )
+
+    sections = {"system": SystemConfig, "minimize": MinimizeConfig,
+                "distributed": DistributedConfig, "exchange": ExchangeConfig}
+    roles = {"potentials": "potentials", "integrator": "integrators",
+             "barostat": "barostats", "reporters": "reporters"}
+    data = yaml.safe_load(block[2])
+    assert isinstance(data, dict), "a config (part) is a mapping"
+    registry = default_registry()
+    for key, value in data.items():
+        assert key in SimulationConfig.model_fields, f"unknown top-level key {key!r}"
+        if key in sections:
+            sections[key].model_validate(value)
+        elif key in roles:
+            for item in value if isinstance(value, list) else [value]:
+                kind = item["kind"]
+                if kind in registry.kinds(roles[key]):
+                    registry.get(roles[key], kind).Config.model_validate(item)
+                else:
+                    assert kind.startswith("mylab."), f"unknown {roles[key]} kind {kind!r}"
+
+
 @pytest.mark.parametrize("block", SHELL_BLOCKS)
 def test_marked_shell_blocks_run(block, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TORCHMD_CORE_DISABLE_PLUGINS"}

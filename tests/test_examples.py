@@ -71,6 +71,14 @@ def test_readme_config_is_the_quickstart_config():
     assert shown == yaml.safe_load((ROOT / readme_run_config()).read_text())
 
 
+def test_quickstart_page_shows_the_example_config():
+    page = (ROOT / "docs" / "pages" / "quickstart.md").read_text()
+    shown = [
+        yaml.safe_load(b) for b in re.findall(r"^```yaml\n(.*?)^```", page, re.M | re.S)
+    ]
+    assert yaml.safe_load((ROOT / readme_run_config()).read_text()) in shown
+
+
 def test_readme_run_command_script_and_python_example_agree(tmp_path, monkeypatch):
     """`tmd run` on the README's config writes the csv log and the DCD trajectory it
     promises; examples/quickstart/run_ala2.py and the README's Python example then

@@ -12,7 +12,7 @@ per replica; then
 - matplotlib (Agg backend, no display needed) draws energies, temperature, the
   Ramachandran plot and the RMSD into one PNG.
 
-    python examples/library_use/ala2_phi_psi.py     # 10,000 steps (20 ps) x 4 replicas
+    python examples/library_use/ala2_phi_psi.py   # 20 ps x 4 replicas, ~2 min
     python examples/library_use/ala2_phi_psi.py --steps 2000 --out /tmp/ala2
 """
 
