@@ -15,7 +15,7 @@ parameters) to +60°, the left-handed helix basin that unrestrained dynamics at 
 seldom visits, minimises, runs Langevin dynamics with the restraint next to the
 built-in ``amber`` and ``nonbonded`` terms, and reports where φ stays.
 
-    python examples/custom_term/dihedral_restraint.py   # 10 ps x 4 replicas, ~1 min
+    python examples/custom_term/dihedral_restraint.py   # 10 ps x 4 replicas, ~30 s
     python examples/custom_term/dihedral_restraint.py --steps 200 --phi0 -70
 """
 
