@@ -519,15 +519,24 @@ def nve_matrix(quick: bool) -> Any:
                 f"{slope / dof:.2e}", f"{np.abs(e_tot - e_tot[0]).max() / dof:.2e}",
                 f"{np.std(e_tot) / np.std(e_pot):.4f}", f"{temp.mean():.1f}",
             ])  # fmt: skip
-        same = float(np.abs(runs["float64"][1] - runs["OpenMM forces"][1]).max())
+        # Chaos amplifies 1e-12 force differences within ps: the first ps pointwise,
+        # then the fluctuation ratio of the whole runs.
+        early = runs["float64"][0] <= 1.0
+        ours, theirs = runs["float64"][1], runs["OpenMM forces"][1]
+        same = float(np.abs(ours - theirs)[early].max())
         report.figure(
-            f"{label}: max |E_ours(t) - E_OpenMM forces(t)|, float64, kcal/mol", same
+            f"{label}: max |E_ours(t) - E_OpenMM forces(t)|, first ps, f64, kcal/mol",
+            same,
         )
         report.check(
-            f"{label}, float64: energies as on OpenMM's forces (1e-6 kcal/mol)",
+            f"{label}, float64: energies as on OpenMM's forces, first ps (1e-6)",
             same <= 1e-6,
         )
         ratio = {k: float(np.std(v[1]) / np.std(v[2])) for k, v in runs.items()}
+        report.check(
+            f"{label}, float64: std(E_total)/std(E_pot) within 10% of OpenMM forces'",
+            abs(ratio["float64"] / ratio["OpenMM forces"] - 1) <= 0.1,
+        )
         report.check(
             f"{label}, float32: std(E_total)/std(E_pot) within 10% of float64's",
             abs(ratio["float32"] / ratio["float64"] - 1) <= 0.1,
@@ -891,7 +900,9 @@ potentials; the inputs are built with OpenMM's Modeller and force fields from
 (the NVE matrix is added here). Drift is the slope of a straight line through
 E_total(t), per ns and per degree of freedom (or relative to the mean kinetic energy);
 statistical errors are standard errors from 10 block means. Temperatures count the
-constrained degrees of freedom out (3N − constraints, 3 per rigid water).
+constrained degrees of freedom out (3N − constraints, 3 per rigid water). The NVE runs
+of the peptide start from 300 K velocities on a minimised structure, so they settle
+near 150 K (equipartition with the potential energy).
 
 """.splitlines()
 
