@@ -34,7 +34,8 @@ class NativeBonded:
     Attributes:
         bond_idx: (nb, 2); bond_prm: (nb, 2) [2k, r0] (bonds and Urey-Bradley).
         angle_idx: (na, 3); angle_prm: (na, 2) [2k, θ0].
-        torsion_idx: (nt, 4); torsion_prm: (nt, 3) [n, phase, k] (torsions, impropers).
+        torsion_idx: (nt, 4); torsion_prm: (nt, 5) [n, phase, k, cos phase, sin phase]
+            (torsions, periodic impropers).
         pair_idx: (np, 2); pair_prm: (np, 3) [C s qᵢqⱼ, c6, c12] (1-4 pairs).
     """
 
@@ -78,7 +79,10 @@ class NativeBonded:
             return torch.cat(parts) if parts else torch.zeros(0, width, dtype=f64)
 
         bond_prm = [rows(2.0 * k, r0) for _, k, r0 in harmonic_pairs]
-        torsion_prm = [rows(n, phase, k) for _, k, phase, n in torsions]
+        torsion_prm = [
+            rows(n, phase, k, phase.double().cos(), phase.double().sin())
+            for _, k, phase, n in torsions
+        ]
         return NativeBonded(
             bond_idx=idx([a for a, _, _ in harmonic_pairs], 2),
             bond_prm=prm(bond_prm, 2),
@@ -87,7 +91,7 @@ class NativeBonded:
                 [] if angles is None else [rows(2.0 * angles[1], angles[2])], 2
             ),
             torsion_idx=idx([a for a, _, _, _ in torsions], 4),
-            torsion_prm=prm(torsion_prm, 3),
+            torsion_prm=prm(torsion_prm, 5),
             pair_idx=idx([] if pairs14 is None else [pairs14[0]], 2),
             pair_prm=prm([] if pairs14 is None else [rows(*pairs14[1:])], 3),
         )

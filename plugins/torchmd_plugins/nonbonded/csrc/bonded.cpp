@@ -87,23 +87,44 @@ double angles(Frame& fr, const int64_t* idx, const double* prm, int64_t n) {
   return e;
 }
 
+// prm rows [n, phase, k, cos(phase), sin(phase)]. For integer n in [0, 8], cos(nφ) and
+// sin(nφ) come from (cos φ + i sin φ)^n, without atan2/cos/sin: most of the cost of
+// the bonded terms otherwise.
 double torsions(Frame& fr, const int64_t* idx, const double* prm, int64_t n) {
   double e = 0;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t a = idx[4 * t], b = idx[4 * t + 1], c = idx[4 * t + 2], d = idx[4 * t + 3];
-    const double per = prm[3 * t], ph = prm[3 * t + 1], k = prm[3 * t + 2];
+    const double* q = prm + 5 * t;
+    const double per = q[0], ph = q[1], k = q[2];
     V3 b1 = fr.vec(a, b), b2 = fr.vec(b, c), b3 = fr.vec(c, d);
     V3 m = cross(b1, b2), nn = cross(b2, b3);
     double b2sq = dot(b2, b2), b2n = std::sqrt(b2sq);
-    double phi = std::atan2(b2n * dot(b1, nn), dot(m, nn));
-    double arg = per * phi - ph;
-    e += k * (1.0 + std::cos(arg));
-    double dedphi = -k * per * std::sin(arg);
+    const double y = b2n * dot(b1, nn), x = dot(m, nn);
+    double cos_arg, sin_arg;  // cos and sin of n φ - phase
+    const int ni = (int)per;
+    if ((double)ni == per && ni >= 0 && ni <= 8) {
+      const double r = std::sqrt(x * x + y * y);
+      const double cp = r > 0 ? x / r : 1.0, sp = r > 0 ? y / r : 0.0;  // atan2(0, 0) = 0
+      double cn = 1.0, sn = 0.0;
+      for (int j = 0; j < ni; ++j) {
+        const double c2 = cn * cp - sn * sp;
+        sn = cn * sp + sn * cp;
+        cn = c2;
+      }
+      cos_arg = cn * q[3] + sn * q[4];
+      sin_arg = sn * q[3] - cn * q[4];
+    } else {
+      const double arg = per * std::atan2(y, x) - ph;
+      cos_arg = std::cos(arg);
+      sin_arg = std::sin(arg);
+    }
+    e += k * (1.0 + cos_arg);
+    double dedphi = -k * per * sin_arg;
     V3 f0 = (dedphi * b2n / dot(m, m)) * m;
     V3 f3 = (-dedphi * b2n / dot(nn, nn)) * nn;
-    double p = dot(b1, b2) / b2sq, q = dot(b3, b2) / b2sq;
-    V3 f1 = -1.0 * f0 - p * f0 + q * f3;
-    V3 f2 = -1.0 * f3 + p * f0 - q * f3;
+    double p = dot(b1, b2) / b2sq, qq = dot(b3, b2) / b2sq;
+    V3 f1 = -1.0 * f0 - p * f0 + qq * f3;
+    V3 f2 = -1.0 * f3 + p * f0 - qq * f3;
     fr.add(a, f0);
     fr.add(b, f1);
     fr.add(c, f2);
@@ -132,11 +153,13 @@ double pairs14(Frame& fr, const int64_t* idx, const double* prm, int64_t n) {
 
 // Energies (R,) float64 and forces (R, N, 3) (dtype of positions) of all bonded terms.
 // Index tensors int64, parameter tensors float64: bond_prm (nb, 2) [k, r0], angle_prm
-// (na, 2) [k, θ0], torsion_prm (nt, 3) [n, φ0, k], pair_prm (np, 3) [k_e qq, c6, c12].
+// (na, 2) [k, θ0], torsion_prm (nt, 5) [n, φ0, k, cos φ0, sin φ0], pair_prm (np, 3) [k_e qq, c6, c12].
 std::vector<torch::Tensor> bonded_forces(torch::Tensor positions, torch::Tensor box, torch::Tensor bond_idx,
                                          torch::Tensor bond_prm, torch::Tensor angle_idx, torch::Tensor angle_prm,
                                          torch::Tensor torsion_idx, torch::Tensor torsion_prm,
                                          torch::Tensor pair_idx, torch::Tensor pair_prm) {
+  TORCH_CHECK(positions.device().is_cpu(), "the native bonded kernel runs on the CPU only");
+  TORCH_CHECK(torsion_prm.dim() == 2 && torsion_prm.size(1) == 5, "torsion_prm must be (n, 5)");
   auto x = positions.to(torch::kFloat64).contiguous();
   const bool periodic = box.numel() > 0;
   auto bx = periodic ? box.to(torch::kFloat64).contiguous() : box;
