@@ -71,6 +71,21 @@ def test_readme_config_is_the_quickstart_config():
     assert shown == yaml.safe_load((ROOT / readme_run_config()).read_text())
 
 
+def test_readme_test_command_is_what_ci_runs():
+    """The README's install-and-test line installs and runs what .ci/run does."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    line = re.findall(
+        r"^python3 -m venv .*&& python -m pytest\s*$", README.read_text(), re.M
+    )
+    assert len(line) == 1, "the README shows one install-and-test command"
+    for step in (
+        "pip install torch==2.13.0",
+        'pip install -e ".[test,docs]" -e examples/plugin_template',
+        "python -m pytest",
+    ):
+        assert step in line[0] and step in ci, step
+
+
 def test_quickstart_page_shows_the_example_config():
     page = (ROOT / "docs" / "pages" / "quickstart.md").read_text()
     shown = [
