@@ -142,7 +142,7 @@ class AmberBonded(Potential):
             "harmonic_impropers, cmap, lj14, coulomb14. Energies in kcal/mol.",
         )
         implementation: native.Implementation = Field(
-            "auto", description=native.IMPLEMENTATION_DESCRIPTION
+            default="auto", description=native.IMPLEMENTATION_DESCRIPTION
         )
 
     def __init__(

@@ -136,14 +136,17 @@ class ClusterList:
         ref = None if shared is None else shared.reference
         if ref is not None and ref is not self._source:
             return self._build(state, pos, box)  # the shared list was rebuilt
-        if (box is None) != (current.reference_box is None) or (
+        ref_box = current.reference_box
+        if (box is None) != (ref_box is None) or (
             box is not None
-            and not torch.equal(box.to(torch.float64), current.reference_box)
+            and ref_box is not None
+            and not torch.equal(box.to(torch.float64), ref_box)
         ):
             return self._build(state, pos, box)
         ext = load_native()
         assert ext is not None
-        limit = 0.5 * (current.radius - self.cutoff)
+        cutoff: float = self.cutoff
+        limit = 0.5 * (current.radius - cutoff)
         moved2 = ext.max_displacement2(pos, current.reference)  # no minimum image:
         if bool((moved2 > limit * limit).any()):  # a wrapped atom needs a new image too
             return self._build(state, pos, box, follow=False)
@@ -161,8 +164,8 @@ class ClusterList:
             self.current = build_cluster_pairs(source, ref_box, radius, self.csr)
             self._source = source
         else:
-            radius = None if self.cutoff is None else self.cutoff + DEFAULT_SKIN
-            self.current = build_cluster_pairs(pos, box, radius, self.csr)
+            own = None if self.cutoff is None else self.cutoff + DEFAULT_SKIN
+            self.current = build_cluster_pairs(pos, box, own, self.csr)
             self._source = None
         self.n_builds += 1
         return self.current

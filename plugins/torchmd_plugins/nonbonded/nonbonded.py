@@ -53,8 +53,9 @@ class Nonbonded(Potential):
 
     Plain MD on the CPU runs a native cluster-pair kernel (``implementation``; see
     :mod:`~torchmd_plugins.nonbonded.native` and
-    :mod:`~torchmd_plugins.nonbonded.cluster`) with its own list of atom clusters; anything needing gradients runs the PyTorch
-    kernels. Both give the same energies and forces to rounding.
+    :mod:`~torchmd_plugins.nonbonded.cluster`) with its own list of atom clusters;
+    anything needing gradients runs the PyTorch kernels. Both give the same energies
+    and forces to rounding.
 
     References: Tironi et al., J. Chem. Phys. 102, 5451 (1995) (reaction field); Shirts
     et al., J. Phys. Chem. B 111, 13052 (2007) (dispersion correction); OpenMM user
@@ -105,7 +106,7 @@ class Nonbonded(Potential):
         )
 
         implementation: native.Implementation = Field(
-            "auto", description=native.IMPLEMENTATION_DESCRIPTION
+            default="auto", description=native.IMPLEMENTATION_DESCRIPTION
         )
 
         @field_validator("switch_distance")
@@ -357,7 +358,7 @@ class Nonbonded(Potential):
         cached = self._volume
         if cached is not None and cached[0] is box and cached[1] == box._version:
             return cached[2]
-        volume = torch.linalg.det(box.detach().to(torch.float64)).abs()
+        volume: Tensor = torch.linalg.det(box.detach().to(torch.float64)).abs()
         self._volume = (box, box._version, volume)
         return volume
 
