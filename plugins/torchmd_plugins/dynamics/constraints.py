@@ -35,6 +35,7 @@ from torch import Tensor
 from torchmd_core import Constraints, System, TopologyError
 from torchmd_core.geometry import minimum_image
 from torchmd_plugins.dynamics.ccma import angle_table, coupling_inverse
+from torchmd_plugins.dynamics.native import load_native, use_native
 from torchmd_plugins.dynamics.settle import (
     WaterGeometry,
     settle_positions,
@@ -98,6 +99,8 @@ class ConstraintSolver:
         self._calls = {"positions": 0, "velocities": 0}
         #: How often CCMA did not converge and the Newton/CG fallback took over.
         self.fallbacks = 0
+        #: dtype → the native kernel's CSR inverse and parameters (built on first use).
+        self._csr: dict[torch.dtype, tuple[Tensor, ...]] = {}
 
     @classmethod
     def from_system(
@@ -127,6 +130,7 @@ class ConstraintSolver:
             setattr(self, name, getattr(self, name).to(device=device))
         for name in ("distances", "inv_mass", "vals"):
             setattr(self, name, getattr(self, name).to(device=device, dtype=dtype))
+        self._csr = {}
         return self
 
     def _check(self, masses: Tensor) -> None:
@@ -244,6 +248,8 @@ class ConstraintSolver:
     def _ccma_positions(
         self, x: Tensor, ref: Tensor, box: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
+        if self._native(x, ref, box):
+            return self._ccma_native(True, x, ref, box)
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         pb = None if box is None else box[:, None]
         s = minimum_image(ref[:, a] - ref[:, b], pb)  # (R, C, 3) reference directions
@@ -274,6 +280,8 @@ class ConstraintSolver:
     def _ccma_velocities(
         self, v: Tensor, x: Tensor, box: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
+        if self._native(v, x, box):
+            return self._ccma_native(False, v, x, box)
         a, b = self.pairs[:, 0], self.pairs[:, 1]
         r = minimum_image(x[:, a] - x[:, b], None if box is None else box[:, None])
         r2 = r.square().sum(-1)
@@ -295,6 +303,45 @@ class ConstraintSolver:
             return done
 
         done = self._run("velocities", iterate, v)
+        return corr, done
+
+    def _native(self, x: Tensor, ref: Tensor, box: Tensor | None) -> bool:
+        """Whether the C++ CCMA loop replaces the torch one (CPU, where checking
+        convergence every iteration is free, and no graph wanted)."""
+        if not self.checks_are_free(x.device):
+            return False
+        extra = () if box is None else (box,)
+        return use_native(x, ref, *extra, self.distances, self.inv_mass, self.vals)
+
+    def _ccma_native(
+        self, positions_mode: bool, x: Tensor, ref: Tensor, box: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The CCMA iteration of ``_ccma_positions`` (``positions_mode``: x positions,
+        ref the previous ones) or ``_ccma_velocities`` (x velocities, ref positions)
+        in C++: the same arithmetic, per replica until converged."""
+        kernels = load_native()
+        assert kernels is not None
+        dtype = x.dtype
+        csr = self._csr.get(dtype)
+        if csr is None:  # the sparse inverse by rows, each row in index_add's order
+            order = torch.argsort(self.rows, stable=True)
+            counts = torch.bincount(self.rows, minlength=int(self.pairs.shape[0]))
+            rowptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+            csr = (
+                rowptr.contiguous(),
+                self.cols[order].contiguous(),
+                self.vals[order].to(dtype).contiguous(),
+                self.distances.to(dtype).contiguous(),
+                self.inv_mass.to(dtype).contiguous(),
+            )
+            self._csr[dtype] = csr
+        rowptr, cols, vals, dist, inv_mass = csr
+        tol = self.effective_tolerance(dtype)
+        corr, done = kernels.ccma(
+            positions_mode, x, ref.to(dtype), self.pairs, dist, inv_mass,
+            rowptr, cols, vals, None if box is None else box.to(dtype), tol,
+            self.max_iterations,
+        )  # fmt: skip
         return corr, done
 
     def _precondition(self, delta: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from torchmd_core import TopologyError
 from torchmd_core.geometry import minimum_image
+from torchmd_plugins.dynamics.native import load_native, use_native
 
 __all__ = ["WaterGeometry", "settle_positions", "settle_velocities"]
 
@@ -104,6 +105,15 @@ def settle_positions(
         tolerance: relative distance tolerance under which a water is left as it is.
         box: (R, 3, 3) or None; intramolecular vectors use the minimum image.
     """
+    if use_native(positions, reference, *(() if box is None else (box,))):
+        kernels = load_native()
+        assert kernels is not None
+        out: Tensor = kernels.settle_positions(
+            positions, reference.to(positions.dtype), waters,
+            None if box is None else box.to(positions.dtype),
+            geo.m_o, geo.m_h, geo.ra, geo.rb, geo.rc, geo.d_oh, geo.d_hh, tolerance,
+        )  # fmt: skip
+        return out
     o, h1, h2 = waters[:, 0], waters[:, 1], waters[:, 2]
     wbox = None if box is None else box[:, None]
     # Everything relative to the old oxygen (hydrogens' old vectors by minimum image)
@@ -182,6 +192,15 @@ def settle_velocities(
     K μ = −(r_c · v_rel,c) with K = C M⁻¹ Cᵀ, solved exactly. ``positions`` must
     hold rigid waters.
     """
+    if use_native(velocities, positions, *(() if box is None else (box,))):
+        kernels = load_native()
+        assert kernels is not None
+        dv: Tensor = kernels.settle_velocities(
+            velocities, positions.to(velocities.dtype), waters,
+            None if box is None else box.to(velocities.dtype),
+            geo.m_o, geo.m_h, tolerance,
+        )  # fmt: skip
+        return dv
     o, h1, h2 = waters[:, 0], waters[:, 1], waters[:, 2]
     wbox = None if box is None else box[:, None]
     r1 = minimum_image(positions[:, o] - positions[:, h1], wbox)
