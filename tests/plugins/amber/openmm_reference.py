@@ -17,7 +17,10 @@ KCAL = 1.0 / 4.184
 def evaluate(
     system, positions: np.ndarray, box: np.ndarray | None = None, groups: int | set = -1
 ):
-    """(energy kcal/mol, forces (N, 3) kcal/mol/Å) at ``positions`` (Å), ``box`` (Å rows)."""
+    """(energy kcal/mol, forces (N, 3) kcal/mol/Å) of ``system``.
+
+    At ``positions`` (Å) and ``box`` (Å, rows a, b, c).
+    """
     import openmm
     import openmm.unit as unit
 

@@ -91,7 +91,8 @@ def test_dihedral_terms_accumulate_by_periodicity(params, tmp_path):
     later = write(
         tmp_path,
         "later.str",
-        "read para card flex append\nDIHEDRALS\nHA CA NX HA  0.50 3 0.0\nHA CA NX HA 0.30 1 0.0\nEND\n",
+        "read para card flex append\nDIHEDRALS\n"
+        "HA CA NX HA  0.50 3 0.0\nHA CA NX HA 0.30 1 0.0\nEND\n",
     )
     both = CharmmParameterSet.from_files([later, tmp_path / "test.prm"])
     # The stream file is read after the parameter file whatever the order given; the
@@ -135,7 +136,8 @@ def test_stream_file_sections_are_dispatched(tmp_path):
     stream = write(
         tmp_path,
         "ions.str",
-        "* ions\n*\nread rtf card append\n* title\n*\nMASS  -1  SOD  22.98977  NA\nEND\n\n"
+        "* ions\n*\nread rtf card append\n* title\n*\n"
+        "MASS  -1  SOD  22.98977  NA\nEND\n\n"
         "read para card flex append\nNONBONDED\nSOD 0.0 -0.0469 1.41075\nEND\n",
     )
     params = CharmmParameterSet.from_files([stream])

@@ -129,7 +129,8 @@ def test_psf_system_has_the_nbfix_pairs():
 @pytest.mark.slow
 def test_dhfr_box_as_charmm36_psf_matches_charmm_psf_file(shared_data, tmp_path):
     """23,558 atoms: the DHFR box typed by OpenMM's charmm36.xml, written as a psf,
-    read with the CHARMM36 toppar; periodic reaction field with dispersion correction."""
+    read with the CHARMM36 toppar; periodic reaction field with dispersion
+    correction."""
     import openmm.app as app
     import openmm.unit as unit
 

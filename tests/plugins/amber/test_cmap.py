@@ -71,7 +71,10 @@ def test_gradients_reach_the_grid():
 def openmm_cmap(
     grid: np.ndarray, positions: np.ndarray, atoms: list[list[int]], maps: list[int]
 ):
-    """Energy (kJ/mol) and forces of an OpenMM CMAPTorsionForce with our grid convention."""
+    """Energy (kJ/mol) and forces of an OpenMM CMAPTorsionForce.
+
+    The force is built with our grid convention.
+    """
     openmm = pytest.importorskip("openmm")
     force = openmm.CMAPTorsionForce()
     size = grid.shape[-1]
@@ -125,8 +128,11 @@ def test_angles_on_grid_points_and_at_plus_minus_pi():
     for phi_index, psi_index in ((0, 0), (12, 5), (23, 23)):
         phi = -math.pi + 2 * math.pi * phi_index / 24
         psi = -math.pi + 2 * math.pi * psi_index / 24
-        x = torch.tensor([[[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, math.cos(phi), math.sin(phi)],
-                           [1.0, 1.0, 5.0], [1.0, 0.0, 5.0], [0.0, 0.0, 5.0], [0.0, math.cos(psi), 5.0 + math.sin(psi)]]], dtype=torch.float64)  # fmt: skip
+        phi_atoms = [[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+        phi_atoms.append([0.0, math.cos(phi), math.sin(phi)])
+        psi_atoms = [[1.0, 1.0, 5.0], [1.0, 0.0, 5.0], [0.0, 0.0, 5.0]]
+        psi_atoms.append([0.0, math.cos(psi), 5.0 + math.sin(psi)])
+        x = torch.tensor([phi_atoms + psi_atoms], dtype=torch.float64)
         atoms = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7]])
         measured = dihedral_angles(x, atoms.view(2, 4), None)[0]
         i = round((float(measured[0]) + math.pi) / (2 * math.pi / 24)) % 24

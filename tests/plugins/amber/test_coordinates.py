@@ -86,7 +86,8 @@ def test_pdb_topology_has_no_force_field_but_elements_and_bonds():
 def test_pdb_with_a_broken_atom_line_is_reported(tmp_path):
     path = tmp_path / "bad.pdb"
     path.write_text(
-        "ATOM      1  N   ALA A   1      1.000   abc     3.000  1.00  0.00           N\n"
+        "ATOM      1  N   ALA A   1      1.000   abc     3.000  1.00  0.00"
+        "           N\n"
     )
     with pytest.raises(InputFileError, match=r"bad.pdb' line 1"):
         read_pdb_coordinates(path)
@@ -176,9 +177,16 @@ def test_dcd_frame_with_a_triclinic_box(tmp_path):
 
 
 def test_loaders_are_chosen_by_extension(builtin_registry):
-    for name, cls in (("x.inpcrd", AmberRestartLoader), ("x.rst7", AmberRestartLoader), ("x.crd", CharmmCrdLoader),
-                      ("x.coor", NamdCoorLoader), ("x.xtc", MdtrajFrameLoader), ("x.dcd", MdtrajFrameLoader),
-                      ("x.gro", MdtrajFrameLoader), ("x.pdb", PdbLoader)):  # fmt: skip
+    for name, cls in (
+        ("x.inpcrd", AmberRestartLoader),
+        ("x.rst7", AmberRestartLoader),
+        ("x.crd", CharmmCrdLoader),
+        ("x.coor", NamdCoorLoader),
+        ("x.xtc", MdtrajFrameLoader),
+        ("x.dcd", MdtrajFrameLoader),
+        ("x.gro", MdtrajFrameLoader),
+        ("x.pdb", PdbLoader),
+    ):
         assert isinstance(
             builtin_registry.loader_for(data_path(name), "coordinates"), cls
         ), name

@@ -67,7 +67,8 @@ def test_charmm_terms_survive_the_gromacs_format(ala3_top):
     state = load_reference("ala3__nocutoff").state()
     ours = bonded(system).energy_terms(state)
     reference = bonded(cached_system("ala3")).energy_terms(state)
-    # parmed writes CHARMM 1-4 LJ as gen-pairs (losing the 1-4 ε, Rmin): all else must agree
+    # parmed writes CHARMM 1-4 LJ as gen-pairs (losing the 1-4 ε, Rmin): all else must
+    # agree
     for name in (
         "bonds",
         "angles",

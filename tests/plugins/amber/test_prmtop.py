@@ -90,7 +90,7 @@ def test_loader_is_chosen_by_extension(builtin_registry):
     assert isinstance(loader, PrmtopLoader)
 
 
-# -- conventions checked against OpenMM's AmberPrmtopFile --------------------------------------
+# -- conventions checked against OpenMM's AmberPrmtopFile ------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_scee_and_scnb_are_taken_per_dihedral_type(tmp_path):
     )
 
 
-# -- errors -----------------------------------------------------------------------------------------
+# -- errors ----------------------------------------------------------------------------
 
 
 def test_missing_file_is_an_input_file_error(tmp_path):

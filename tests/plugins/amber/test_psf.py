@@ -170,7 +170,8 @@ def test_unreadable_inputs_are_input_file_errors(tmp_path):
         read_psf(data_path(ALA3[0]), [tmp_path / "missing.prm"])
     bad = tmp_path / "bad.psf"
     bad.write_text(
-        "PSF\n\n       1 !NTITLE\n* x\n\n      3 !NATOM\n       1 A 1 ALA N NH3 -0.3 14.0 0\n"
+        "PSF\n\n       1 !NTITLE\n* x\n\n      3 !NATOM\n"
+        "       1 A 1 ALA N NH3 -0.3 14.0 0\n"
     )
     with pytest.raises(InputFileError, match=r"bad\.psf"):
         read_psf(bad, [data_path(p) for p in ALA3[1]])
