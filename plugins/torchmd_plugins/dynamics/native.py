@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -57,8 +58,12 @@ def _build() -> ModuleType:
     digest = hashlib.sha256(
         source.read_bytes() + " ".join(flags).encode() + str(_CSRC.resolve()).encode()
     ).hexdigest()[:16]
+    name = f"{_NAME}_{digest}"
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+    if not any(build_dir.glob(f"{name}*.so")):
+        print("compiling constraint kernels (once, ~30 s)", file=sys.stderr, flush=True)
     module = cpp_extension.load(
-        name=f"{_NAME}_{digest}",
+        name=name,
         sources=[str(source)],
         extra_cflags=flags,
         verbose=False,
