@@ -44,16 +44,18 @@ def nonbonded() -> int:
 
 @validation
 def amber() -> int:
-    """Loaders + amber (+ nonbonded) against OpenMM: slow tests (DHFR), then the figures."""
-    return slow_tests("tests/plugins/amber", "tests/plugins/test_openmm_parity.py") or run(
-        "benchmarks/amber_parity.py"
-    )
+    """Loaders + amber (+ nonbonded) against OpenMM: slow tests (DHFR), then the
+    figures."""
+    return slow_tests(
+        "tests/plugins/amber", "tests/plugins/test_openmm_parity.py"
+    ) or run("benchmarks/amber_parity.py")
 
 
 @validation
 def restart() -> int:
     """Exact restart with the built-in physics: solvated dipeptide, Langevin with
-    constraints, Monte Carlo barostat, float32; checkpoint, crash, resume (slow tests)."""
+    constraints, Monte Carlo barostat, float32; checkpoint, crash, resume (slow
+    tests)."""
     return slow_tests("tests/plugins/reporters")
 
 
@@ -66,7 +68,8 @@ def torchmdnet() -> int:
 
 @validation
 def dynamics() -> int:
-    """Integrators, constraints, barostat, replicas: quick slow tests, then full figures."""
+    """Integrators, constraints, barostat, replicas: quick slow tests, then full
+    figures."""
     return slow_tests("tests/plugins/dynamics", "tests/plugins/barostats") or run(
         "benchmarks/dynamics_validation.py"
     )

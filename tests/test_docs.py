@@ -1,6 +1,6 @@
-"""The documentation: every ```python block of docs/pages runs, every shell block marked
-``<!-- test -->`` runs, the site builds with ``mkdocs build --strict``, and the generated
-configuration reference covers every built-in kind.
+"""The documentation: every ```python block of docs/pages runs, every shell block
+marked ``<!-- test -->`` runs, the site builds with ``mkdocs build --strict``, and the
+generated configuration reference covers every built-in kind.
 
 Blocks run from a scratch stand-in for the repository root (tests/workspace.py): paths
 such as ``examples/quickstart/ala2.yaml`` work as in a checkout, the example configs
@@ -40,7 +40,9 @@ def code_blocks(page: Path) -> list[tuple[str, int, str, bool]]:
         start = i
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
         marked = start > 0 and lines[start - 1].strip() == MARK
-        blocks.append((match.group(1), start + 2, "\n".join(lines[start + 1 : end]), marked))
+        blocks.append(
+            (match.group(1), start + 2, "\n".join(lines[start + 1 : end]), marked)
+        )
         i = end + 1
     return blocks
 
@@ -57,8 +59,12 @@ SHELL_BLOCKS = [
 def test_every_block_names_a_known_language():
     for page in PAGES:
         for language, line, _, marked in code_blocks(page):
-            assert language in LANGUAGES, f"{page.name}:{line}: fence language {language!r}"
-            assert not marked or language == "bash", f"{page.name}:{line}: only bash blocks are marked"
+            assert language in LANGUAGES, (
+                f"{page.name}:{line}: fence language {language!r}"
+            )
+            assert not marked or language == "bash", (
+                f"{page.name}:{line}: only bash blocks are marked"
+            )
 
 
 @pytest.mark.parametrize("page", PYTHON_PAGES, ids=[p.stem for p in PYTHON_PAGES])
@@ -95,10 +101,18 @@ def test_yaml_blocks_are_valid_config(block):
         SystemConfig,
     )
 
-    sections = {"system": SystemConfig, "minimize": MinimizeConfig,
-                "distributed": DistributedConfig, "exchange": ExchangeConfig}
-    roles = {"potentials": "potentials", "integrator": "integrators",
-             "barostat": "barostats", "reporters": "reporters"}
+    sections = {
+        "system": SystemConfig,
+        "minimize": MinimizeConfig,
+        "distributed": DistributedConfig,
+        "exchange": ExchangeConfig,
+    }
+    roles = {
+        "potentials": "potentials",
+        "integrator": "integrators",
+        "barostat": "barostats",
+        "reporters": "reporters",
+    }
     data = yaml.safe_load(block[2])
     assert isinstance(data, dict), "a config (part) is a mapping"
     registry = default_registry()
@@ -112,41 +126,70 @@ def test_yaml_blocks_are_valid_config(block):
                 if kind in registry.kinds(roles[key]):
                     registry.get(roles[key], kind).Config.model_validate(item)
                 else:
-                    assert kind.startswith("mylab."), f"unknown {roles[key]} kind {kind!r}"
+                    assert kind.startswith("mylab."), (
+                        f"unknown {roles[key]} kind {kind!r}"
+                    )
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS)
 def test_marked_shell_blocks_run(block, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TORCHMD_CORE_DISABLE_PLUGINS"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(["bash", "-e", "-c", block[2]], cwd=make_workspace(tmp_path / "repo"),
-                          env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{block[2]}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
+    done = subprocess.run(
+        ["bash", "-e", "-c", block[2]],
+        cwd=make_workspace(tmp_path / "repo"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, (
+        f"{block[2]}\n--- stdout:\n{done.stdout}\n--- stderr:\n{done.stderr}"
+    )
 
 
 def test_configuration_reference_covers_every_builtin_kind():
     from torchmd_core import discover
 
-    spec = importlib.util.spec_from_file_location("config_reference", DOCS / "config_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", DOCS / "config_reference.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     text = module.render()
     registry = discover(distributions=["torchmd-core"], disabled=())
     for entry in registry:
-        wanted = f"| `{entry.kind}` |" if entry.role == "loaders" else f"### `{entry.kind}`"
-        assert wanted in text, f"{entry.role} {entry.kind} missing from the configuration reference"
+        wanted = (
+            f"| `{entry.kind}` |" if entry.role == "loaders" else f"### `{entry.kind}`"
+        )
+        assert wanted in text, (
+            f"{entry.role} {entry.kind} missing from the configuration reference"
+        )
     assert "| `steps` | integer | *required* |" in text
 
 
 def test_site_builds_strictly(tmp_path):
-    pytest.importorskip("mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'")
+    pytest.importorskip(
+        "mkdocs", reason="the docs extra is not installed: pip install -e '.[docs]'"
+    )
     pytest.importorskip("mkdocstrings")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(DOCS / "mkdocs.yml"),
-         "-d", str(tmp_path / "site")],
-        cwd=ROOT, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(DOCS / "mkdocs.yml"),
+            "-d",
+            str(tmp_path / "site"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "site" / "configuration" / "index.html").exists()

@@ -1,4 +1,5 @@
-"""Build tests/data/peptide_charmm36: a CHARMM36 system from OpenMM's bundled charmm36.xml.
+"""Build tests/data/peptide_charmm36: a CHARMM36 system from OpenMM's bundled
+charmm36.xml.
 
 Run from the repository root (once; the outputs are committed, building takes ~30 s):
 
@@ -57,7 +58,10 @@ def build(water: bool = False):
     if water:
         model.addSolvent(ff, padding=0.45 * u.nanometer, model="tip3p")
     system = ff.createSystem(
-        model.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False,
+        model.topology,
+        nonbondedMethod=app.NoCutoff,
+        constraints=None,
+        rigidWater=False,
         removeCMMotion=False,
     )  # fmt: skip
     types = _charmm_types(ff, model.topology)
@@ -70,7 +74,8 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def _charmm_types(ff, topology) -> list[str]:
-    """The CHARMM type (OpenMM atom class) of every atom, as createSystem assigns them."""
+    """The CHARMM type (OpenMM atom class) of every atom, as createSystem assigns
+    them."""
     from openmm.app.forcefield import ForceField
 
     data = ForceField._SystemData(topology)
@@ -135,7 +140,8 @@ def write_psf(path: Path, topology, system, types: list[str]) -> None:
         resname = "TIP3" if res.name == "HOH" else res.name
         name = {"HOH": {"O": "OH2"}}.get(res.name, {}).get(atom.name, atom.name)
         lines.append(
-            f"{atom.index + 1:8d} {segid:<4s} {res.index + 1:<4d} {resname:<4s} {name:<4s} "
+            f"{atom.index + 1:8d} {segid:<4s} {res.index + 1:<4d} {resname:<4s} "
+            f"{name:<4s} "
             f"{types[atom.index]:<6s} {q:10.6f} {mass:13.4f}           0"
         )
     lines.append("")

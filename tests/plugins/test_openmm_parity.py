@@ -1,4 +1,5 @@
-"""Whole-system parity with OpenMM: the loaders + ``amber`` + ``nonbonded``, per term and total.
+"""Whole-system parity with OpenMM: the loaders + ``amber`` + ``nonbonded``, per term
+and total.
 
 Every stored reference in tests/reference (OpenMM Reference platform, double
 precision, systems built by OpenMM's own loaders) is recomputed here from the input
@@ -8,8 +9,8 @@ max(1e-3 kcal/mol, 1e-7 |E|), every force component within 1e-3 kcal/mol/Å; wha
 measure is about 1e-10 (see benchmarks/validate.py for the figures).
 
 Systems built at test time through OpenMM's bundled force fields (CHARMM36 via psf +
-CHARMM parameter file and via ForceField XML) are in tests/plugins/amber/test_charmm36.py;
-the 23,558-atom DHFR box is a slow test here.
+CHARMM parameter file and via ForceField XML) are in
+tests/plugins/amber/test_charmm36.py; the 23,558-atom DHFR box is a slow test here.
 """
 
 from __future__ import annotations
@@ -26,19 +27,44 @@ from tests.conftest import DATA, REFERENCE
 from torchmd_core import PotentialSum, State, System, default_registry
 from torchmd_core.cli import main as tmd
 
-#: system → (topology, parameter files, coordinates) under tests/data. Coordinates None:
-#: the reference used the solvated run's solute positions, written to a .coor in the test.
+#: system → (topology, parameter files, coordinates) under tests/data. Coordinates
+#: None: the reference used the solvated run's solute positions, written to a .coor in
+#: the test.
 INPUTS = {
     "ala2_solv": ("ala2_solv/structure.prmtop", (), "ala2_solv/input.coor"),
-    "ala2_solv_ljpair": ("ala2_solv_ljpair/structure_ljpair.prmtop", (), "ala2_solv/input.coor"),
+    "ala2_solv_ljpair": (
+        "ala2_solv_ljpair/structure_ljpair.prmtop",
+        (),
+        "ala2_solv/input.coor",
+    ),
     "ala2_vacuum": ("ala2_vacuum/ala2_vacuum.prmtop", (), None),
     "ala2_ljpair": ("ala2_ljpair/ala2_ljpair.prmtop", (), None),
-    "ala3": ("ala3/ala_ala_ala.psf", ("ala3/charmm22.rtf", "ala3/charmm22.par"), "ala3/ala_ala_ala.pdb"),
-    "benzamidine": ("benzamidine/mol.psf", ("benzamidine/mol.rtf", "benzamidine/mol.prm"), "benzamidine/mol.pdb"),
-    "waterbox": ("waterbox/structure.psf", ("waterbox/parameters.prm",), "waterbox/output.xtc"),
-    "peptide_ff19sb": ("peptide_ff19sb/system.xml", ("peptide_ff19sb/structure.pdb",), "peptide_ff19sb/structure.pdb"),
-    "peptide_dodec": ("peptide_dodec/system.xml", ("peptide_dodec/structure.pdb",), "peptide_dodec/structure.pdb"),
-}  # fmt: skip
+    "ala3": (
+        "ala3/ala_ala_ala.psf",
+        ("ala3/charmm22.rtf", "ala3/charmm22.par"),
+        "ala3/ala_ala_ala.pdb",
+    ),
+    "benzamidine": (
+        "benzamidine/mol.psf",
+        ("benzamidine/mol.rtf", "benzamidine/mol.prm"),
+        "benzamidine/mol.pdb",
+    ),
+    "waterbox": (
+        "waterbox/structure.psf",
+        ("waterbox/parameters.prm",),
+        "waterbox/output.xtc",
+    ),
+    "peptide_ff19sb": (
+        "peptide_ff19sb/system.xml",
+        ("peptide_ff19sb/structure.pdb",),
+        "peptide_ff19sb/structure.pdb",
+    ),
+    "peptide_dodec": (
+        "peptide_dodec/system.xml",
+        ("peptide_dodec/structure.pdb",),
+        "peptide_dodec/structure.pdb",
+    ),
+}
 
 REFERENCES = sorted(REFERENCE.glob("*.npz"))
 SOLVATED = ("ala2_solv", "ala2_solv_ljpair", "waterbox", "peptide_dodec")
@@ -130,7 +156,7 @@ def test_float32_agrees_with_float64_on_solvated_systems(name):
     assert abs(e32 - e64) <= 1e-5 * abs(e64)
 
 
-# -- the tmd energy command, end to end -------------------------------------------------------
+# -- the tmd energy command, end to end ------------------------------------------------
 
 
 def write_coor(path: Path, positions: np.ndarray) -> Path:
@@ -196,17 +222,19 @@ def test_tmd_energy_matches_openmm(reference, flags, tmp_path, capsys):
     assert abs(out["total"] - total) <= energy_tolerance(total)
     forces = np.load(tmp_path / "f.npy")
     assert forces.shape == (meta["n_atoms"], 3) and forces.dtype == np.float64
-    # Positions come from the input files here (PDB: 3 decimals), as they did for OpenMM.
+    # Positions come from the input files here (PDB: 3 decimals), as they did for
+    # OpenMM.
     assert np.abs(forces - arrays["forces_total"]).max() <= 1e-3
 
 
-# -- DHFR: 23,558 atoms ------------------------------------------------------------------------
+# -- DHFR: 23,558 atoms ---------------------------------------------------------------
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["rf_periodic", "rf_periodic_switch"])
 def test_dhfr_box_matches_openmm(mode, shared_data, tmp_path):
-    """DHFR in water built by OpenMM's ForceField (amber99sb + tip3p), read as System XML."""
+    """DHFR in water built by OpenMM's ForceField (amber99sb + tip3p), read as System
+    XML."""
     openmm = pytest.importorskip("openmm")
     import importlib.util
 

@@ -11,7 +11,7 @@ interactions of its type.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from pydantic import Field
@@ -188,10 +188,12 @@ class AmberBonded(Potential):
         return self._selected
 
     def parameter_sources(self) -> dict[str, str]:
-        """Every per-type parameter buffer (``tables.<term>.<value>``) and the charges."""
+        """Every per-type parameter buffer (``tables.<term>.<value>``) and the
+        charges."""
+        tables = cast("dict[str, TermParameters]", dict(self.tables.items()))
         sources = {
             f"tables.{term}.{value}": f"{term}.{value}"
-            for term, table in self.tables.items()
+            for term, table in tables.items()
             for value in table.parameter_names
         }
         if "pairs14" in self.tables:
