@@ -117,3 +117,21 @@ def test_constrained_langevin_run_follows_the_torch_trajectory(monkeypatch):
     (x_fast, v_fast), (x_slow, v_slow) = _both_paths(monkeypatch, run)
     torch.testing.assert_close(x_fast, x_slow, rtol=0, atol=1e-8)
     torch.testing.assert_close(v_fast, v_slow, rtol=0, atol=1e-5)
+
+
+def test_non_contiguous_inputs_give_the_same_corrections():
+    solver, state = _solver_and_state("ala2_solv", 9.0, "float64")
+    x, v, box = state.positions, state.velocities, state.box
+    moved = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    strided = moved.transpose(1, 2).contiguous().transpose(1, 2)  # same values
+    vt = v.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not strided.is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(
+            solver.position_correction(strided, x, box),
+            solver.position_correction(moved, x, box),
+        )
+        assert torch.equal(
+            solver.velocity_correction(vt, x, box),
+            solver.velocity_correction(v, x, box),
+        )

@@ -269,7 +269,7 @@ torch::Tensor settle_positions(torch::Tensor pos, torch::Tensor ref, torch::Tens
                                c10::optional<torch::Tensor> box, double m_o, double m_h,
                                double ra, double rb, double rc, double d_oh, double d_hh,
                                double tol) {
-  auto out = torch::zeros_like(pos);
+  auto out = torch::zeros(pos.sizes(), pos.options());  // contiguous
   torch::Tensor bx = box.has_value() ? box->contiguous() : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "settle_positions", [&] {
     settle_pos_impl<scalar_t>(pos.contiguous(), ref.contiguous(), waters.contiguous(), bx,
@@ -281,7 +281,7 @@ torch::Tensor settle_positions(torch::Tensor pos, torch::Tensor ref, torch::Tens
 torch::Tensor settle_velocities(torch::Tensor vel, torch::Tensor pos, torch::Tensor waters,
                                 c10::optional<torch::Tensor> box, double m_o, double m_h,
                                 double tol) {
-  auto out = torch::zeros_like(vel);
+  auto out = torch::zeros(vel.sizes(), vel.options());  // contiguous
   torch::Tensor bx = box.has_value() ? box->contiguous() : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(vel.scalar_type(), "settle_velocities", [&] {
     settle_vel_impl<scalar_t>(vel.contiguous(), pos.contiguous(), waters.contiguous(), bx,
@@ -296,7 +296,7 @@ std::vector<torch::Tensor> ccma(bool positions_mode, torch::Tensor x, torch::Ten
                                 torch::Tensor cols, torch::Tensor vals,
                                 c10::optional<torch::Tensor> box, double tol,
                                 int64_t max_iter) {
-  auto corr = torch::zeros_like(x);
+  auto corr = torch::zeros(x.sizes(), x.options());  // contiguous
   auto done = torch::zeros({x.size(0)}, x.options().dtype(torch::kBool));
   torch::Tensor bx = box.has_value() ? box->contiguous() : torch::Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ccma", [&] {
