@@ -469,15 +469,22 @@ def constraints(quick: bool) -> Report:
                 float(solver.relative_errors(state.positions, state.box).max()),
             )
 
+        # The input starts ~30 K cold once constrained (OpenMM's LangevinMiddle does the
+        # same from it) and warms up over ~2 ps with 1/ps friction: not recorded.
+        run_recording(sim, int(2.0 / (dt * 1e-3)), every=25, on_frame=track)
         steps = int((4.0 if quick else 10.0) / (dt * 1e-3))
         rec = run_recording(sim, steps, every=25, on_frame=track)
-        t = rec["temperature"][:, 0]
-        late = t[len(t) // 2 :]
-        report.figure(f"{label}: steps, ps", f"{steps}, {steps * dt * 1e-3:.1f}")
-        report.figure(f"{label}: mean T (second half), K", float(late.mean()))
+        late = rec["temperature"][:, 0]
+        report.figure(
+            f"{label}: steps, ps (after 2 ps warm-up)",
+            f"{steps}, {steps * dt * 1e-3:.1f}",
+        )
+        # On-step BAOAB velocities read the kinetic temperature low by ~(ωh/2)² for
+        # fast modes (a few % at 4 fs); the sampled configurations are unaffected.
+        report.figure(f"{label}: mean kinetic T, K", float(late.mean()))
         report.figure(f"{label}: largest relative constraint error", worst[0])
         report.figure(f"{label}: CCMA fallbacks", solver.fallbacks)
-        report.check(  # the input starts ~20 K cold and takes a few ps to warm up
+        report.check(
             f"{label}: stable, T within 5% of 300 K",
             abs(late.mean() / 300.0 - 1) < 0.05,
         )
