@@ -2,15 +2,18 @@
 
     python benchmarks/bench.py              # everything (about 15 min on 2 cores)
     python benchmarks/bench.py --quick      # smoke run: small systems, short blocks
+    python benchmarks/bench.py --task forces  # energy + forces only (issue 3)
     python benchmarks/bench.py --systems ala2_solvated,dhfr_1fs --threads 2
     python benchmarks/bench.py --report benchmarks/results/latest.json  # page only
 
 Each engine runs each system in a process of its own (peak memory is its own), on the
 same inputs, one after the other on this machine; OpenMM's CUDA platform and the GPU
-runs are added where CUDA is present. A full run of every system writes
-``benchmarks/results/latest.json``, ``docs/benchmarks.md`` and
-``docs/pages/benchmarks.png``; any other run writes ``results.json``,
-``benchmarks.md`` and ``benchmarks.png`` to ``--out`` (default
+runs are added where CUDA is present. Two tasks: ``steps`` times MD steps on every
+case (issue 8); ``forces`` times one energy + force evaluation at fixed positions on
+the 1 fs periodic cases (issue 3: the shared systems and the water boxes). A full
+run of every system and task writes ``benchmarks/results/latest.json``,
+``docs/benchmarks.md`` and ``docs/pages/benchmarks.png``; any other run writes
+``results.json``, ``benchmarks.md`` and ``benchmarks.png`` to ``--out`` (default
 ``benchmarks/results/scratch/``, not tracked). The inputs are built once into
 ``--cache`` (default ``benchmarks/.cache/``, not tracked). See ``perf/README.md``.
 """
@@ -46,6 +49,10 @@ SCRATCH = HERE / "results" / "scratch"
 TORCHMD_BYTES_PER_PAIR = 60.0
 #: (block_s, repeats, budget_s, timeout_s) of a full and of a quick run.
 PRESETS = {"full": (1.0, 5, 15.0, 600.0), "quick": (0.1, 3, 1.0, 180.0)}
+#: (block_s, budget_s) of the forces task: evaluations are cheap to time (a full
+#: run's total stays about 15 min on 2 cores). Explicit options override them.
+FORCES_PRESETS = {"full": (0.5, 5.0), "quick": (0.1, 1.0)}
+TASKS = ("steps", "forces")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,6 +65,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--systems", help="comma-separated: " + ", ".join(c.name for c in CASES)
+    )
+    p.add_argument(
+        "--task",
+        choices=(*TASKS, "all"),
+        default="all",
+        help="steps: MD steps (issue 8); forces: one energy + force evaluation at "
+        "fixed positions (issue 3); all: both (default)",
     )
     p.add_argument(
         "--engines",
@@ -119,11 +133,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="only render the page and plot of a results JSON",
     )
     args = p.parse_args(argv)
-    block, repeats, budget, timeout = PRESETS["quick" if args.quick else "full"]
+    preset = "quick" if args.quick else "full"
+    block, repeats, budget, timeout = PRESETS[preset]
+    forces_block, forces_budget = FORCES_PRESETS[preset]
+    args.forces_block_seconds = args.block_seconds or forces_block
+    args.forces_budget_seconds = args.budget_seconds or forces_budget
     args.block_seconds = args.block_seconds or block
     args.repeats = args.repeats or repeats
     args.budget_seconds = args.budget_seconds or budget
     args.timeout = args.timeout or timeout
+    args.tasks = list(TASKS) if args.task == "all" else [args.task]
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     unknown = set(args.engines) - set(ENGINES)
     if unknown:
@@ -234,14 +253,22 @@ def run_worker(spec: dict[str, Any], threads: int, timeout: float) -> dict[str, 
         return {"status": "ok", **json.loads(result_path.read_text())}
 
 
+def forces_cases(cases: list[Case]) -> list[Case]:
+    """The cases of the forces task: one replica, 1 fs periodic, no constraints (the
+    shared systems and the water boxes)."""
+    return [c for c in cases if c.scaling]
+
+
 def run_case(
-    case: Case, args: argparse.Namespace, use_cuda: bool
+    case: Case, args: argparse.Namespace, use_cuda: bool, task: str = "steps"
 ) -> list[dict[str, Any]]:
     prepared: Prepared = prepare(case.structure, args.data, args.cache)
+    forces = task == "forces"
     rows = []
     for engine in args.engines:
         for device in devices(engine, use_cuda):
             row: dict[str, Any] = {
+                "task": task,
                 "case": case.name,
                 "engine": engine,
                 "device": device,
@@ -257,19 +284,24 @@ def run_case(
                 if engine == "torchmd":
                     prmtop_for(prepared)
                 spec = {
+                    "task": task,
                     "engine": engine,
                     "device": device,
                     "case": case.name,
                     "folder": str(prepared.folder),
                     "n_atoms": prepared.n_atoms,
                     "threads": args.threads,
-                    "block_s": args.block_seconds,
+                    "block_s": args.forces_block_seconds
+                    if forces
+                    else args.block_seconds,
                     "repeats": args.repeats,
-                    "budget_s": args.budget_seconds,
+                    "budget_s": args.forces_budget_seconds
+                    if forces
+                    else args.budget_seconds,
                 }
                 row |= run_worker(spec, args.threads, args.timeout)
             row["wall_s"] = time.perf_counter() - t0
-            if row["status"] == "ok":
+            if row["status"] == "ok" and not forces:
                 row["ns_per_day"] = report.ns_per_day(
                     row["steps_per_s"], case.timestep_fs
                 )
@@ -280,7 +312,15 @@ def run_case(
 
 def _print_row(row: dict[str, Any]) -> None:
     head = f"{row['case']:16s} {report.label(row):18s}"
-    if row["status"] == "ok":
+    if row["status"] == "ok" and row["task"] == "forces":
+        print(
+            f"{head} {row['evals_per_s']:11.2f} evals/s "
+            f"{1e6 / (row['evals_per_s'] * row['n_atoms']):9.3f} µs/atom "
+            f"E {row['energy_kcal_mol']:12.1f} kcal/mol {row['peak_rss_mb']:7.0f} MB  "
+            f"({row['wall_s']:.0f} s)",
+            flush=True,
+        )
+    elif row["status"] == "ok":
         print(
             f"{head} {row['steps_per_s']:11.2f} steps/s "
             f"{row['ns_per_day']:9.3f} ns/day {row['peak_rss_mb']:7.0f} MB  "
@@ -301,7 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cases = select(args.systems, args.quick)
     complete = (
-        not args.quick and args.systems is None and list(args.engines) == list(ENGINES)
+        not args.quick
+        and args.systems is None
+        and list(args.engines) == list(ENGINES)
+        and args.task == "all"
     )
     use_cuda = not args.no_cuda
     info = machine.describe(ROOT)
@@ -311,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0 = time.perf_counter()
-    rows = [row for case in cases for row in run_case(case, args, use_cuda)]
+    plan = [("steps", c) for c in cases] if "steps" in args.tasks else []
+    if "forces" in args.tasks:
+        plan += [("forces", c) for c in forces_cases(cases)]
+    rows = [row for task, case in plan for row in run_case(case, args, use_cuda, task)]
     info["load_average"]["end"] = machine.load_average()
     command = "python benchmarks/bench.py " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
@@ -321,10 +367,13 @@ def main(argv: list[str] | None = None) -> int:
         "options": {
             "command": command.strip(),
             "quick": args.quick,
+            "tasks": args.tasks,
             "threads": args.threads,
             "block_s": args.block_seconds,
             "repeats": args.repeats,
             "budget_s": args.budget_seconds,
+            "forces_block_s": args.forces_block_seconds,
+            "forces_budget_s": args.forces_budget_seconds,
         },
         "wall_s": time.perf_counter() - t0,
         "results": rows,

@@ -11,11 +11,25 @@
   neighbour list: every step computes all N(N-1)/2 pair distances and then drops
   those beyond the cutoff; no constraints; orthorhombic boxes only.
 
-Each ``setup_*`` builds the simulation and returns a :class:`Run`.
+Each ``setup_*`` builds the simulation and returns a :class:`Run`, which can also
+evaluate energy and forces at fixed positions (the ``forces`` task, issue 3):
+
+- ``torchmd-core``: ``sim.potential.energy_and_forces(sim.state)`` under
+  ``torch.no_grad()``, the call the integrator makes each step (same native kernels).
+  The first evaluation builds the neighbour lists; at fixed positions no atom moves
+  beyond half the skin, so the timed evaluations reuse them, as most steps of a run do.
+- ``openmm``: ``Context.getState(getEnergy=True, getForces=True)``. OpenMM caches
+  nothing between calls: each ``getState`` asking for energy or forces runs every
+  force kernel (its neighbour list is kept while atoms stay within the padding). The
+  forces stay in the C++ ``State`` (not converted to Python objects). ``info`` records
+  a check: ``getState`` with forces against one with positions only.
+- ``torchmd``: ``Forces.compute(pos, box, forces)`` with TorchMD's explicit forces
+  (all N(N-1)/2 pairs each call, as in its steps).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +46,14 @@ BOLTZMANN_KCAL = 0.001987204259  # kcal/mol/K
 
 @dataclass
 class Run:
-    """A ready simulation: ``advance(k)`` runs k steps (every replica)."""
+    """A ready simulation: ``advance(k)`` runs k steps (every replica);
+    ``evaluate(k)`` computes energy and forces k times at the current positions and
+    ``energy_kcal_mol()`` gives the last evaluation's potential energy (replica mean).
+    """
 
     advance: Callable[[int], object]
+    evaluate: Callable[[int], object]
+    energy_kcal_mol: Callable[[], float]
     sync: Callable[[], object] = lambda: None
     temperature_K: Callable[[], float] = lambda: float("nan")
     info: dict[str, Any] = field(default_factory=dict)
@@ -83,8 +102,17 @@ def setup_torchmd_core(
     )
     sim = Simulation.from_config(config)
     cuda = torch.device(device).type == "cuda"
+    last: dict[str, Any] = {}
+
+    def evaluate(k: int) -> None:
+        with torch.no_grad():
+            for _ in range(k):
+                last["E"], last["F"] = sim.potential.energy_and_forces(sim.state)
+
     return Run(
         advance=sim.run,
+        evaluate=evaluate,
+        energy_kcal_mol=lambda: float(last["E"].mean()),
         sync=torch.cuda.synchronize if cuda else (lambda: None),
         temperature_K=lambda: float(temperature(sim.state, sim.system).mean()),
         info={
@@ -127,6 +155,15 @@ def setup_openmm(case: Case, prepared: Prepared, device: str, threads: int) -> R
         for context in contexts:
             context.getIntegrator().step(k)
 
+    kcal = u.kilocalorie_per_mole
+    last: dict[str, float] = {}
+
+    def evaluate(k: int) -> None:
+        for _ in range(k):
+            for context in contexts:
+                state = context.getState(getEnergy=True, getForces=True)
+        last["E"] = float(state.getPotentialEnergy().value_in_unit(kcal))
+
     def sync() -> None:  # CUDA steps are queued: reading a state waits for them
         for context in contexts:
             context.getState(getEnergy=True)
@@ -135,11 +172,13 @@ def setup_openmm(case: Case, prepared: Prepared, device: str, threads: int) -> R
 
     def temperature_K() -> float:
         kinetic = [c.getState(getEnergy=True).getKineticEnergy() for c in contexts]
-        kcal = [e.value_in_unit(u.kilocalorie_per_mole) for e in kinetic]
-        return float(np.mean(kcal)) * 2.0 / (dof * BOLTZMANN_KCAL)
+        energies = [e.value_in_unit(kcal) for e in kinetic]
+        return float(np.mean(energies)) * 2.0 / (dof * BOLTZMANN_KCAL)
 
     return Run(
         advance=advance,
+        evaluate=evaluate,
+        energy_kcal_mol=lambda: last["E"],
         sync=sync if device == "cuda" else (lambda: None),
         temperature_K=temperature_K,
         info={
@@ -151,8 +190,28 @@ def setup_openmm(case: Case, prepared: Prepared, device: str, threads: int) -> R
             if platform.getName() == "CUDA"
             else "single (mixed accumulation)",
             **({"threads": threads} if device == "cpu" else {}),
+            "getstate_ms": _getstate_check(contexts[0]),
         },
     )
+
+
+def _getstate_check(context: Any) -> dict[str, float]:
+    """Best-of-3 ms of ``getState`` with positions only and with energy + forces:
+    the second costs a force evaluation when OpenMM recomputes on each call."""
+
+    def best(**what: bool) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            context.getState(**what)
+            times.append(time.perf_counter() - t0)
+        return 1e3 * min(times)
+
+    best(getEnergy=True, getForces=True)  # first call: neighbour list, kernels
+    return {
+        "positions": best(getPositions=True),
+        "energy_forces": best(getEnergy=True, getForces=True),
+    }
 
 
 class _Molecule:
@@ -243,11 +302,18 @@ def setup_torchmd(case: Case, prepared: Prepared, device: str, threads: int) -> 
         _, _, t = integrator.step(niter=k)
         last["T"] = float(np.mean(t))
 
+    def evaluate(k: int) -> None:
+        for _ in range(k):
+            energies = forces.compute(system.pos, system.box, system.forces)
+        last["E"] = float(np.mean(energies))
+
     cuda = torch.device(device).type == "cuda"
     import torchmd
 
     return Run(
         advance=advance,
+        evaluate=evaluate,
+        energy_kcal_mol=lambda: last["E"],
         sync=torch.cuda.synchronize if cuda else (lambda: None),
         temperature_K=lambda: last["T"],
         info={

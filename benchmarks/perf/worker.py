@@ -3,10 +3,12 @@
     python -m perf.worker SPEC.json RESULT.json
 
 SPEC holds ``engine``, ``device``, ``case``, ``folder`` and ``n_atoms`` (the prepared
-input), ``threads`` and the timing options (``block_s``, ``repeats``, ``budget_s``).
-RESULT gets the timing, steps/s, the final temperature (a sanity check) and the peak
-resident memory of this process (``VmHWM``: interpreter and libraries included;
-``rss_imports_mb`` is the part before the simulation was built).
+input), ``task`` (``steps``: MD steps; ``forces``: energy + force evaluations at fixed
+positions), ``threads`` and the timing options (``block_s``, ``repeats``,
+``budget_s``). RESULT gets the timing, steps/s (or evals/s), the final temperature (or
+the potential energy: a sanity check) and the peak resident memory of this process
+(``VmHWM``: interpreter and libraries included; ``rss_imports_mb`` is the part before
+the simulation was built).
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ def measure(
     t0 = time.perf_counter()
     run = setup(spec["engine"], case, prepared, spec["device"], threads)
     setup_s = time.perf_counter() - t0
+    work = run.evaluate if spec.get("task", "steps") == "forces" else run.advance
     timing = time_blocks(
-        run.advance, run.sync, spec["block_s"], spec["repeats"], spec["budget_s"]
+        work, run.sync, spec["block_s"], spec["repeats"], spec["budget_s"]
     )
     return run, timing, setup_s
 
@@ -85,11 +88,15 @@ def main(argv: list[str]) -> None:
         if tried[1] > tried[threads]:
             timing, setup_s, threads = timing1, setup1, 1
             temperature, info = run.temperature_K(), run.info
+    rate = case.replicas / timing.median_s  # replica-steps (-evaluations) per second
+    if spec.get("task", "steps") == "forces":
+        measured = {"evals_per_s": rate, "energy_kcal_mol": run.energy_kcal_mol()}
+    else:
+        measured = {"steps_per_s": rate, "temperature_K": temperature}
     result: dict[str, Any] = {
-        "steps_per_s": case.replicas / timing.median_s,  # replica-steps per second
+        **measured,
         "setup_s": setup_s,
         "threads": threads,
-        "temperature_K": temperature,
         "peak_rss_mb": peak_rss_mb(),
         "rss_imports_mb": rss_imports,
         "timing": timing.as_dict(),
