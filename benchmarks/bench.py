@@ -1,6 +1,6 @@
 """Time torchmd-core against OpenMM and TorchMD on the systems of issue 8.
 
-    python benchmarks/bench.py              # everything (about 15 min on 2 cores)
+    python benchmarks/bench.py              # everything (about 18 min on 2 cores)
     python benchmarks/bench.py --quick      # smoke run: small systems, short blocks
     python benchmarks/bench.py --task forces  # energy + forces only (issue 3)
     python benchmarks/bench.py --systems ala2_solvated,dhfr_1fs --threads 2
@@ -49,8 +49,9 @@ SCRATCH = HERE / "results" / "scratch"
 TORCHMD_BYTES_PER_PAIR = 60.0
 #: (block_s, repeats, budget_s, timeout_s) of a full and of a quick run.
 PRESETS = {"full": (1.0, 5, 15.0, 600.0), "quick": (0.1, 3, 1.0, 180.0)}
-#: (block_s, budget_s) of the forces task: evaluations are cheap to time (a full
-#: run's total stays about 15 min on 2 cores). Explicit options override them.
+#: (block_s, budget_s) of the forces task: evaluations are cheap to time; the task
+#: adds about 3 min to a full run on 2 cores, most of it TorchMD on the 10k box (an
+#: evaluation takes seconds there). Explicit options override them.
 FORCES_PRESETS = {"full": (0.5, 5.0), "quick": (0.1, 1.0)}
 TASKS = ("steps", "forces")
 

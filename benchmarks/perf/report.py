@@ -413,13 +413,12 @@ def plot(data: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    forces = any(task(r) == "forces" for r in data["results"])
-    fig, axes = plt.subplots(1, 2 if forces else 1, figsize=(13 if forces else 7, 4.8))
-    axes = list(axes) if forces else [axes]
+    present = {task(r) for r in data["results"]}
+    panels = [t for t in ("steps", "forces") if t in present] or ["steps"]
+    fig, _ = plt.subplots(1, len(panels), figsize=(6.5 * len(panels) + 0.5, 4.8))
     threads = data["options"]["threads"]
-    _panel(axes[0], data["results"], "steps", threads)
-    if forces:
-        _panel(axes[1], data["results"], "forces", threads)
+    for ax, which in zip(fig.axes, panels, strict=True):
+        _panel(ax, data["results"], which, threads)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
