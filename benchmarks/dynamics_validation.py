@@ -582,7 +582,15 @@ def barostat(quick: bool) -> Report:
     )
     diff = float(ours.mean() / reference.mean() - 1)
     report.figure("relative difference", diff)
-    report.check("densities agree within 1%", abs(diff) < 0.01)
+    if quick:  # 4 × 10 ps resolve about ±2%: check agreement within the statistics
+        sigma = math.hypot(ours_error, block_error(reference)) / float(reference.mean())
+        report.figure("combined standard error, relative", sigma)
+        report.check(
+            "densities agree within 3 combined standard errors (quick mode)",
+            abs(diff) < 3 * sigma,
+        )
+    else:
+        report.check("densities agree within 1%", abs(diff) < 0.01)
     return report
 
 
