@@ -247,8 +247,8 @@ def main() -> None:
         "--steps", type=int, default=3000, help="AMBER MD steps per temperature"
     )
     parser.add_argument("--epochs", type=float, default=6.0, help="training epochs")
-    parser.add_argument("--refine-steps", type=int, default=1000, help="model MD steps")
-    parser.add_argument("--refine-epochs", type=float, default=1.5)
+    parser.add_argument("--refine-steps", type=int, default=2000, help="model MD steps")
+    parser.add_argument("--refine-epochs", type=float, default=2.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest)"
