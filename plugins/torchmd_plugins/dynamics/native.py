@@ -14,14 +14,13 @@ the environment, or a missing compiler, keeps the torch code.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from torch import Tensor
+
+from torchmd_core.native import build_extension, inside_transform, native_disabled
 
 __all__ = ["load_native", "use_native"]
 
@@ -30,11 +29,6 @@ _SOURCE = "constraints.cpp"
 _NAME = "torchmd_core_constraints"
 _module: ModuleType | None = None
 _tried = False
-
-
-def _disabled() -> bool:
-    value = os.environ.get("TORCHMD_CORE_NATIVE", "1").strip().lower()
-    return value in ("0", "false", "no", "off")
 
 
 def load_native() -> ModuleType | None:
@@ -51,25 +45,12 @@ def load_native() -> ModuleType | None:
 
 
 def _build() -> ModuleType:
-    from torch.utils import cpp_extension
-
-    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
-    source = _CSRC / _SOURCE
-    digest = hashlib.sha256(
-        source.read_bytes() + " ".join(flags).encode() + str(_CSRC.resolve()).encode()
-    ).hexdigest()[:16]
-    name = f"{_NAME}_{digest}"
-    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
-    if not any(build_dir.glob(f"{name}*.so")):
-        print("compiling constraint kernels (once, ~30 s)", file=sys.stderr, flush=True)
-    module = cpp_extension.load(
-        name=name,
-        sources=[str(source)],
-        extra_cflags=flags,
-        verbose=False,
+    return build_extension(
+        _NAME,
+        [_CSRC / _SOURCE],
+        ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"],
+        message="compiling constraint kernels (once, ~30 s)",
     )
-    assert isinstance(module, ModuleType)
-    return module
 
 
 def use_native(*tensors: Tensor) -> bool:
@@ -84,8 +65,6 @@ def use_native(*tensors: Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    if torch._C._functorch.peek_interpreter_stack() is not None:
-        return False
-    if torch.compiler.is_compiling() or _disabled():
+    if inside_transform() or native_disabled():
         return False
     return load_native() is not None

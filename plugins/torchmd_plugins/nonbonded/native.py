@@ -13,9 +13,7 @@ environment, the pure-torch kernels run, with the same results to rounding.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from torchmd_core import ConfigError
+from torchmd_core.native import build_extension, inside_transform, native_disabled
 
 __all__ = [
     "IMPLEMENTATION_DESCRIPTION",
@@ -54,15 +53,6 @@ _NAME = "torchmd_core_native"
 _module: ModuleType | None = None
 _error: str | None = None
 _tried = False
-
-
-def _disabled() -> bool:
-    return os.environ.get("TORCHMD_CORE_NATIVE", "1").strip().lower() in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
 
 
 def load_native() -> ModuleType | None:
@@ -95,35 +85,18 @@ def _march_native_ok() -> bool:
 
 
 def _build(arch_flags: list[str], suffix: str = "") -> ModuleType:
-    from torch.utils import cpp_extension
-
-    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", *arch_flags]
-    # One build folder per source contents, flags and location: an upgrade or a second
-    # installation (other paths) never rebuilds over a folder another process loads.
-    digest = hashlib.sha256(
-        b"".join(p.read_bytes() for p in sorted(_CSRC.iterdir()) if p.is_file())
-        + " ".join(flags).encode()
-        + str(_CSRC.resolve()).encode()
-    ).hexdigest()[:16]
-    name = f"{_NAME}{suffix}_{digest}"
-    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
-    if not any(build_dir.glob(f"{name}*.so")):
-        print("compiling native kernels (once, ~1 min)", file=sys.stderr, flush=True)
-    module = cpp_extension.load(
-        name=name,
-        sources=[str(_CSRC / s) for s in _SOURCES],
-        extra_include_paths=[str(_CSRC)],
-        extra_cflags=flags,
-        extra_ldflags=["-fopenmp"],
-        verbose=False,
+    return build_extension(
+        f"{_NAME}{suffix}",
+        [_CSRC / s for s in _SOURCES],
+        ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", *arch_flags],
+        ["-fopenmp"],
+        message="compiling native kernels (once, ~1 min)",
     )
-    assert isinstance(module, ModuleType)
-    return module
 
 
 def native_available() -> bool:
     """Whether the native kernels can be used (built, and not disabled)."""
-    return not _disabled() and load_native() is not None
+    return not native_disabled() and load_native() is not None
 
 
 _warned = False
@@ -133,7 +106,7 @@ def check_implementation(implementation: str) -> None:
     """Raise :class:`ConfigError` when ``implementation='native'`` is not available."""
     if implementation != "native":
         return
-    if _disabled():
+    if native_disabled():
         raise ConfigError(
             "implementation: 'native' but TORCHMD_CORE_NATIVE=0 disables the native "
             "kernels; unset it or use implementation: auto"
@@ -165,7 +138,7 @@ def use_native(
         return False
     if positions.dtype not in (torch.float32, torch.float64):
         return False
-    if _transformed():  # torch.func (vmap, grad, ...) or torch.compile tracing
+    if inside_transform():  # torch.func (vmap, grad, ...) or torch.compile tracing
         return False
     if torch.is_grad_enabled() and (
         positions.requires_grad
@@ -175,7 +148,7 @@ def use_native(
         return False
     if box is not None and not _reduced(box):
         return False
-    if implementation == "auto" and _disabled():
+    if implementation == "auto" and native_disabled():
         return False
     if load_native() is None:
         if implementation == "native":
@@ -183,12 +156,6 @@ def use_native(
         _warn_once()
         return False
     return True
-
-
-def _transformed() -> bool:
-    if torch._C._functorch.peek_interpreter_stack() is not None:
-        return True
-    return bool(torch.compiler.is_compiling())
 
 
 def _requires_grad(modules: Iterable[nn.Module]) -> bool:
